@@ -1,0 +1,13 @@
+/* vktrain — umbrella header: includes every public module. */
+#ifndef VKTRAIN_VKTRAIN_H
+#define VKTRAIN_VKTRAIN_H
+
+#include "vktrain/alloc.h"
+#include "vktrain/gpu.h"
+#include "vktrain/status.h"
+#include "vktrain/version.h"
+#if __has_include("vktrain/comm.h")
+#include "vktrain/comm.h"
+#endif
+
+#endif

@@ -1,0 +1,152 @@
+/* The vktrain command, run as a real process: exit codes, help, info (table
+ * and JSON), selftest with validation on, bench dispatch, errors. */
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+static const char *exe;
+static char out[1 << 16], err[1 << 16];
+
+static void slurp(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
+    buf[n] = '\0';
+    if (f) fclose(f);
+}
+
+/* Run "vktrain <args>" with extra environment; returns the exit code. */
+static int run(const char *env, const char *args)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "env %s '%s' %s >/tmp/vkt_cli_out.%d 2>/tmp/vkt_cli_err.%d",
+             env ? env : "", exe, args, (int)getpid(), (int)getpid());
+    int st = system(cmd);
+    char p[64];
+    snprintf(p, sizeof p, "/tmp/vkt_cli_out.%d", (int)getpid());
+    slurp(p, out, sizeof out);
+    remove(p);
+    snprintf(p, sizeof p, "/tmp/vkt_cli_err.%d", (int)getpid());
+    slurp(p, err, sizeof err);
+    remove(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static void test_version_and_help(void **state)
+{
+    (void)state;
+    assert_int_equal(run(NULL, "--version"), 0);
+    assert_non_null(strstr(out, "vktrain 0."));
+    assert_int_equal(run(NULL, "--help"), 0);
+    assert_non_null(strstr(out, "info"));
+    assert_non_null(strstr(out, "bench"));
+    assert_int_equal(run(NULL, ""), 2);
+    assert_int_equal(run(NULL, "frobnicate"), 2);
+    assert_non_null(strstr(err, "'frobnicate' is not a command"));
+    const char *cmds[] = {"info --help", "selftest --help", "bench --help"};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(run(NULL, cmds[i]), 0);
+        assert_non_null(strstr(out, "usage: vktrain"));
+    }
+    assert_int_equal(run(NULL, "info --bogus"), 2);
+    assert_int_equal(run(NULL, "bench nosuchbench"), 2);
+    assert_non_null(strstr(err, "unknown benchmark"));
+}
+
+static void test_info_table(void **state)
+{
+    (void)state;
+    assert_int_equal(run("VKT_VALIDATE=1", "info --shaders"), 0);
+    const char *fields[] = {"subgroup", "shared memory", "storage range", "fp16", "bf16",
+                            "cooperative matrix", "timestamps", "memory heap", "default",
+                            "axpy_f32"};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        if (!strstr(out, fields[i])) fail_msg("'%s' missing from:\n%s", fields[i], out);
+    assert_null(strstr(err, "validation"));
+}
+
+static void test_info_json(void **state)
+{
+    (void)state;
+    assert_int_equal(run(NULL, "info --json"), 0);
+    json_error_t je;
+    json_t *root = json_loads(out, 0, &je);
+    if (!root) fail_msg("info --json is not JSON: %s\n%s", je.text, out);
+    json_t *devs = json_object_get(root, "devices");
+    assert_true(json_is_array(devs));
+    assert_true(json_array_size(devs) >= 1);
+    json_t *d = json_array_get(devs, 0);
+    assert_true(json_is_string(json_object_get(d, "name")));
+    assert_true(json_integer_value(json_object_get(json_object_get(d, "subgroup"), "size")) >= 1);
+    json_t *lim = json_object_get(d, "limits");
+    assert_true(json_integer_value(json_object_get(lim, "max_storage_buffer_range")) >= (1 << 27));
+    json_t *feat = json_object_get(d, "features");
+    const char *keys[] = {"fp16", "int8", "storage_16bit", "bf16", "cooperative_matrix"};
+    for (int i = 0; i < 5; i++) assert_true(json_is_boolean(json_object_get(feat, keys[i])));
+    assert_true(json_is_boolean(json_object_get(json_object_get(d, "timestamps"), "supported")));
+    assert_true(json_array_size(json_object_get(json_object_get(d, "memory"), "heaps")) >= 1);
+    json_decref(root);
+}
+
+/* The done-when of the foundation: with VKT_VALIDATE=1 no validation
+ * message appears while real kernels run. */
+static void test_selftest_validated(void **state)
+{
+    (void)state;
+    int rc = run("VKT_VALIDATE=1", "selftest");
+    if (rc != 0) fail_msg("selftest exited %d\n%s\n%s", rc, out, err);
+    assert_non_null(strstr(out, "selftest passed"));
+    assert_non_null(strstr(out, "validation messages     0"));
+    assert_null(strstr(err, "validation"));
+}
+
+static void test_device_errors(void **state)
+{
+    (void)state;
+    assert_int_equal(run(NULL, "selftest --device no-such-device"), 1);
+    assert_non_null(strstr(err, "no-such-device"));
+    assert_non_null(strstr(err, "vktrain info"));
+    assert_int_equal(run("VKT_DEVICE=no-such-device", "selftest"), 1);
+    assert_non_null(strstr(err, "no-such-device"));
+}
+
+static void test_bench_dispatch(void **state)
+{
+    (void)state;
+    int rc = run("VKT_VALIDATE=1", "bench dispatch --reps 7 --dispatches 10 --json");
+    if (rc != 0) fail_msg("bench exited %d\n%s\n%s", rc, out, err);
+    json_t *o = json_loads(out, 0, NULL);
+    assert_non_null(o);
+    assert_true(json_real_value(json_object_get(o, "submit_wait_us")) > 0);
+    assert_true(json_is_real(json_object_get(o, "per_dispatch_us")));
+    assert_int_equal(json_integer_value(json_object_get(o, "dispatches")), 10);
+    json_decref(o);
+    assert_null(strstr(err, "validation"));
+    assert_int_equal(run(NULL, "bench dispatch --reps 5 --dispatches 4"), 0);
+    assert_non_null(strstr(out, "submit+wait"));
+    assert_non_null(strstr(out, "host "));
+    assert_int_equal(run(NULL, "bench dispatch --dispatches 1"), 2);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s PATH-TO-vktrain\n", argv[0]);
+        return 2;
+    }
+    exe = argv[1];
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_version_and_help), cmocka_unit_test(test_info_table),
+        cmocka_unit_test(test_info_json),        cmocka_unit_test(test_selftest_validated),
+        cmocka_unit_test(test_device_errors),    cmocka_unit_test(test_bench_dispatch),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

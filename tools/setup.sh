@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Install what vktrain needs from Debian's packages. Idempotent: installs
+# only what is missing, and says what. Works as root on a fresh Debian 12.
+#
+#   tools/setup.sh          build and run (the demo): compiler, CMake, Ninja,
+#                           Vulkan loader and headers, lavapipe, glslang,
+#                           spirv-tools and the small C libraries
+#   tools/setup.sh --test   also what only the tests and benchmarks need:
+#                           validation layers, cmocka, Gloo, verbs, OpenBLAS
+set -euo pipefail
+
+base=(
+    gcc libc6-dev make cmake ninja-build pkg-config
+    libvulkan-dev mesa-vulkan-drivers glslang-tools spirv-tools
+    libjansson-dev libxxhash-dev libsodium-dev zlib1g-dev
+)
+testing=(
+    g++ vulkan-validationlayers libcmocka-dev
+    libgloo-dev libibverbs-dev rdma-core
+    libopenblas-dev iproute2 procps
+)
+
+want=("${base[@]}")
+case "${1:-}" in
+    "") ;;
+    --test) want+=("${testing[@]}") ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup.sh: unknown option '$1' (use --test or nothing)" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+
+if ((${#missing[@]} == 0)); then
+    echo "setup: all ${#want[@]} packages present"
+    exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "setup: missing packages: ${missing[*]}" >&2
+    echo "setup: run as root (or: sudo apt-get install ${missing[*]})" >&2
+    exit 1
+fi
+
+echo "setup: installing ${#missing[@]} package(s): ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+log=$(mktemp /tmp/vktrain-setup.XXXXXX.log)
+if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+        > "$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "setup: apt-get failed (full log: $log)" >&2
+    exit 1
+fi
+rm -f "$log"
+echo "setup: done"
