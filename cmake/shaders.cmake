@@ -66,7 +66,9 @@ file(CONFIGURE OUTPUT ${VKT_SPIRV_DIR}/vkt_spirv.h CONTENT
 typedef struct vkt__spirv {
     const char *name;
     const uint32_t *code;
-    size_t size; /* bytes */
+    size_t size;        /* bytes */
+    uint32_t bindings;  /* storage buffers at set 0: bindings 0..bindings-1 */
+    uint32_t push_size; /* bytes of the push-constant block, 0 if none */
 } vkt__spirv;
 extern const vkt__spirv *const vkt__spirv_table[];
 extern const uint32_t vkt__spirv_count;

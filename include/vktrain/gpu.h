@@ -193,6 +193,9 @@ typedef enum vkt_memory_kind {
 } vkt_memory_kind;
 
 /* A buffer of size bytes (size > 0), sub-allocated from a device block.
+ * opts.memory_limit and vkt_device_memory_stats cover the buffers callers
+ * create; the runtime's own 16 MiB staging buffer (made on the first
+ * upload/download of memory the host cannot map) is not counted.
  * A buffer may be larger than caps.max_storage_buffer_range: bind it in
  * windows (vkt_binding.offset/.size). Contents are undefined until written.
  * Returns VKT_ERR_INVALID_ARG (size 0), VKT_ERR_NOMEM (device memory or the
@@ -342,12 +345,15 @@ typedef struct vkt_selftest_result {
     double axpy_max_abs_err;   /* y = a·x + y on 1 Mi floats vs. a C loop */
     double sum_rel_err;        /* sum reduction of 1 Mi floats vs. a double C sum */
     double dispatch_us;        /* submit + wait of one empty dispatch, median */
-    uint64_t validation_messages;
+    uint64_t validation_messages; /* during this selftest */
+    bool completed;               /* all kernels ran: the numbers above are real */
 } vkt_selftest_result;
 
 /* Run a few real kernels on dev and compare them with C. Returns VKT_OK when
- * all results are within tolerance, VKT_ERR_INTERNAL (with the numbers in the
- * message) when one is not. */
+ * all results are within tolerance and the validation layer (if on) said
+ * nothing during the run, VKT_ERR_VULKAN (with the numbers in the message)
+ * when the driver got something wrong. validation_messages counts only the
+ * messages of this run. */
 VKT_API vkt_status vkt_device_selftest(vkt_device *dev, vkt_selftest_result *out);
 
 #ifdef __cplusplus

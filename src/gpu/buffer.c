@@ -10,6 +10,12 @@
 vkt_status vkt_buffer_create(vkt_device *dev, vkt_memory_kind kind, uint64_t size,
                              vkt_buffer **out)
 {
+    return vkt__buffer_create(dev, kind, size, false, out);
+}
+
+vkt_status vkt__buffer_create(vkt_device *dev, vkt_memory_kind kind, uint64_t size, bool internal,
+                              vkt_buffer **out)
+{
     VKT_FAIL_IF(!out, VKT_ERR_INVALID_ARG, "vkt_buffer_create: out is NULL");
     *out = NULL;
     VKT_FAIL_IF(!dev || dev->magic != VKT_DEVICE_MAGIC, VKT_ERR_INVALID_ARG,
@@ -33,7 +39,7 @@ vkt_status vkt_buffer_create(vkt_device *dev, vkt_memory_kind kind, uint64_t siz
                 fail);
     VkMemoryRequirements req;
     vkGetBufferMemoryRequirements(dev->device, b->buffer, &req);
-    VKT_CHECK_GOTO(st, vkt__mem_alloc(dev, &req, kind, &b->alloc), fail);
+    VKT_CHECK_GOTO(st, vkt__mem_alloc(dev, &req, kind, internal, &b->alloc), fail);
     VKT_VK_GOTO(dev, st,
                 vkBindBufferMemory(dev->device, b->buffer, b->alloc.memory, b->alloc.offset),
                 "vkBindBufferMemory", fail);
@@ -85,7 +91,11 @@ static vkt_status xfer_init(vkt_device *dev)
     VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
     if (!dev->xfer_fence)
         VKT_VK(dev, vkCreateFence(dev->device, &fci, NULL, &dev->xfer_fence), "vkCreateFence");
-    return vkt_buffer_create(dev, VKT_MEMORY_STAGING, STAGING_SIZE, &dev->xfer_staging);
+    vkt_status st = vkt__buffer_create(dev, VKT_MEMORY_STAGING, STAGING_SIZE, true,
+                                       &dev->xfer_staging);
+    return st == VKT_OK ? VKT_OK
+                        : vkt__error_context(st, "creating the 16 MiB staging buffer for "
+                                                 "host<->device copies");
 }
 
 void vkt__xfer_fini(vkt_device *dev)
@@ -106,6 +116,15 @@ static vkt_status xfer_copy(vkt_device *dev, vkt_buffer *b, uint64_t off, uint64
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                    .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
     VKT_VK(dev, vkBeginCommandBuffer(dev->xfer_cmd, &bi), "vkBeginCommandBuffer");
+    /* The copy reads or overwrites what earlier submissions wrote. */
+    VkMemoryBarrier before = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                              .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT |
+                                               VK_ACCESS_TRANSFER_WRITE_BIT,
+                              .dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT |
+                                               VK_ACCESS_TRANSFER_WRITE_BIT};
+    vkCmdPipelineBarrier(dev->xfer_cmd,
+                         VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                         VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &before, 0, NULL, 0, NULL);
     VkBufferCopy region = {.srcOffset = to_device ? 0 : off,
                            .dstOffset = to_device ? off : 0,
                            .size = n};
@@ -137,15 +156,9 @@ static vkt_status staged(vkt_buffer *b, uint64_t off, void *host, uint64_t n, bo
     vkt_allocation *sa = &dev->xfer_staging->alloc;
     for (uint64_t done = 0; done < n && st == VKT_OK;) {
         uint64_t chunk = n - done < STAGING_SIZE ? n - done : STAGING_SIZE;
-        if (up) {
-            memcpy(sa->mapped, (const char *)host + done, chunk);
-            VKT_CHECK_GOTO(st, vkt__mem_flush(dev, sa, 0, chunk), out);
-        }
+        if (up) memcpy(sa->mapped, (const char *)host + done, chunk);
         VKT_CHECK_GOTO(st, xfer_copy(dev, b, off + done, chunk, up), out);
-        if (!up) {
-            VKT_CHECK_GOTO(st, vkt__mem_invalidate(dev, sa, 0, chunk), out);
-            memcpy((char *)host + done, sa->mapped, chunk);
-        }
+        if (!up) memcpy((char *)host + done, sa->mapped, chunk);
         done += chunk;
     }
 out:
@@ -158,9 +171,9 @@ vkt_status vkt_buffer_upload(vkt_buffer *b, uint64_t off, const void *src, uint6
     VKT_CHECK(check_range(b, off, n, "vkt_buffer_upload"));
     if (n == 0) return VKT_OK;
     VKT_FAIL_IF(!src, VKT_ERR_INVALID_ARG, "vkt_buffer_upload: src is NULL");
-    if (b->alloc.mapped) {
+    if (b->alloc.mapped) { /* coherent: visible to the next submit */
         memcpy((char *)b->alloc.mapped + off, src, n);
-        return vkt__mem_flush(b->dev, &b->alloc, off, n);
+        return VKT_OK;
     }
     return staged(b, off, (void *)src, n, true);
 }
@@ -171,7 +184,6 @@ vkt_status vkt_buffer_download(vkt_buffer *b, uint64_t off, void *dst, uint64_t 
     if (n == 0) return VKT_OK;
     VKT_FAIL_IF(!dst, VKT_ERR_INVALID_ARG, "vkt_buffer_download: dst is NULL");
     if (b->alloc.mapped) {
-        VKT_CHECK(vkt__mem_invalidate(b->dev, &b->alloc, off, n));
         memcpy(dst, (char *)b->alloc.mapped + off, n);
         return VKT_OK;
     }

@@ -236,7 +236,8 @@ vkt_status vkt__device_pick(const vkt_device_caps *caps, uint32_t n, const char 
                 "provides lavapipe, a CPU device)");
     if (!select || !*select) {
         int i = pick_default(caps, n);
-        VKT_FAIL_IF(i < 0, VKT_ERR_UNSUPPORTED, "no usable Vulkan device among: %s (%s)",
+        VKT_FAIL_IF(i < 0, VKT_ERR_UNSUPPORTED,
+                    "no usable Vulkan device among: %s (device 0: %s); update the driver",
                     list, caps[0].unusable_reason);
         *index = (uint32_t)i;
         return VKT_OK;

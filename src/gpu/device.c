@@ -110,9 +110,6 @@ static vkt_status create_logical(vkt_device *dev)
     VKT_VK(dev, vkCreateDevice(dev->phys, &ci, NULL, &dev->device), "vkCreateDevice");
     vkGetDeviceQueue(dev->device, dev->queue_family, 0, &dev->queue);
     vkGetPhysicalDeviceMemoryProperties(dev->phys, &dev->memprops);
-    VkPhysicalDeviceProperties p;
-    vkGetPhysicalDeviceProperties(dev->phys, &p);
-    dev->non_coherent_atom = p.limits.nonCoherentAtomSize ? p.limits.nonCoherentAtomSize : 1;
     return VKT_OK;
 }
 

@@ -68,9 +68,8 @@ typedef struct vkt_allocation {
     VkDeviceMemory memory;
     uint64_t offset;
     uint64_t size;
-    void *mapped; /* host pointer to offset, or NULL */
+    void *mapped; /* host pointer to offset, or NULL; mapped memory is always coherent */
     uint32_t type_index;
-    bool coherent;
 } vkt_allocation;
 
 typedef struct vkt_allocator_state {
@@ -86,8 +85,10 @@ void vkt__mem_fini(vkt_device *dev);
 /* Choose a memory type for kind among those allowed by type_bits. */
 vkt_status vkt__mem_pick_type(vkt_device *dev, vkt_memory_kind kind, uint32_t type_bits,
                               uint32_t *type_index);
+/* internal: the runtime's own memory (the staging buffer), kept out of the
+ * user's stats and memory_limit, in a block of its own. */
 vkt_status vkt__mem_alloc(vkt_device *dev, const VkMemoryRequirements *req,
-                          vkt_memory_kind kind, vkt_allocation *out);
+                          vkt_memory_kind kind, bool internal, vkt_allocation *out);
 void vkt__mem_free(vkt_device *dev, vkt_allocation *a);
 
 /* ---- device ---- */
@@ -101,7 +102,6 @@ struct vkt_device {
     pthread_mutex_t queue_lock; /* VkQueue needs external synchronisation */
     vkt_device_caps caps;
     VkPhysicalDeviceMemoryProperties memprops;
-    uint64_t non_coherent_atom;
     vkt_allocator_state mem;
     VkPipelineCache pipeline_cache;
     char *pipeline_cache_path; /* NULL: not persisted */
@@ -138,16 +138,14 @@ struct vkt_timeline {
 
 /* Submit on the device queue under its lock. */
 vkt_status vkt__queue_submit(vkt_device *dev, const VkSubmitInfo *info, VkFence fence);
-/* Make host writes visible / device writes readable for non-coherent memory. */
-vkt_status vkt__mem_flush(vkt_device *dev, const vkt_allocation *a, uint64_t off, uint64_t n);
-vkt_status vkt__mem_invalidate(vkt_device *dev, const vkt_allocation *a, uint64_t off,
-                               uint64_t n);
 
 /* ---- pipeline cache persistence (pipeline.c) ---- */
 vkt_status vkt__pipeline_cache_open(vkt_device *dev, const char *dir_opt);
 void vkt__pipeline_cache_close(vkt_device *dev);
 
-/* ---- transfers (buffer.c) ---- */
+/* ---- buffers and transfers (buffer.c) ---- */
+vkt_status vkt__buffer_create(vkt_device *dev, vkt_memory_kind kind, uint64_t size, bool internal,
+                              vkt_buffer **out);
 void vkt__xfer_fini(vkt_device *dev);
 
 #endif

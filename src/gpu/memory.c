@@ -24,7 +24,9 @@ struct vkt_mem_block {
     uint64_t size;
     uint64_t used;
     uint32_t type_index;
+    uint32_t nallocs;  /* live allocations: free ranges never exceed nallocs + 1 */
     bool dedicated;
+    bool internal;     /* the runtime's own (staging): not in stats or the limit */
     void *mapped;
     range *free;
     uint32_t nfree, capfree;
@@ -46,8 +48,10 @@ static void block_release(vkt_device *dev, vkt_mem_block *b)
 {
     if (b->mapped) vkUnmapMemory(dev->device, b->memory);
     vkFreeMemory(dev->device, b->memory, NULL);
-    dev->mem.stats.reserved -= b->size;
-    dev->mem.stats.blocks--;
+    if (!b->internal) {
+        dev->mem.stats.reserved -= b->size;
+        dev->mem.stats.blocks--;
+    }
     vkt_free(b->free);
     vkt_free(b);
 }
@@ -83,8 +87,10 @@ vkt_status vkt__mem_pick_type(vkt_device *dev, vkt_memory_kind kind, uint32_t ty
         avoid = 0;
         break;
     case VKT_MEMORY_STAGING:
-        need = VIS;
-        want = CACHED | COH;
+        /* Coherent always (every device has such a type): the API promises
+         * that host writes and device results need no flush or invalidate. */
+        need = VIS | COH;
+        want = CACHED;
         avoid = 0;
         break;
     default:
@@ -108,13 +114,13 @@ vkt_status vkt__mem_pick_type(vkt_device *dev, vkt_memory_kind kind, uint32_t ty
 }
 
 static vkt_status block_create(vkt_device *dev, uint32_t type, uint64_t size, bool dedicated,
-                               vkt_mem_block **out)
+                               bool internal, vkt_mem_block **out)
 {
     vkt_allocator_state *m = &dev->mem;
     uint32_t heap = dev->memprops.memoryTypes[type].heapIndex;
     uint64_t heap_size = dev->memprops.memoryHeaps[heap].size;
     char a[32], b[32], c[32];
-    VKT_FAIL_IF(m->limit && m->stats.reserved + size > m->limit, VKT_ERR_NOMEM,
+    VKT_FAIL_IF(!internal && m->limit && m->stats.reserved + size > m->limit, VKT_ERR_NOMEM,
                 "device '%s': allocating %s more would pass the memory limit of %s (%s in use); "
                 "raise the limit or use less memory", dev->caps.name,
                 vkt__fmt_bytes(a, sizeof a, size), vkt__fmt_bytes(b, sizeof b, m->limit),
@@ -157,34 +163,47 @@ static vkt_status block_create(vkt_device *dev, uint32_t type, uint64_t size, bo
     blk->size = size;
     blk->type_index = type;
     blk->dedicated = dedicated;
+    blk->internal = internal;
     /* Append: first fit then prefers older, fuller blocks, so newer ones
      * drain and can be given back. */
     vkt_mem_block **tail = &m->blocks;
     while (*tail) tail = &(*tail)->next;
     *tail = blk;
-    m->stats.reserved += size;
-    m->stats.blocks++;
-    if (m->stats.reserved > m->stats.peak_reserved) m->stats.peak_reserved = m->stats.reserved;
+    if (!internal) {
+        m->stats.reserved += size;
+        m->stats.blocks++;
+        if (m->stats.reserved > m->stats.peak_reserved)
+            m->stats.peak_reserved = m->stats.reserved;
+    }
     *out = blk;
     return VKT_OK;
+}
+
+/* Room for nallocs + 2 free ranges: enough for this take's split and for
+ * every later give (each adds at most one range), so freeing never
+ * allocates and cannot fail. */
+static bool reserve_ranges(vkt_mem_block *b)
+{
+    if (b->capfree >= b->nallocs + 2) return true;
+    uint32_t cap = 2 * (b->nallocs + 2);
+    range *g = vkt_realloc(b->free, cap * sizeof *g);
+    if (!g) return false;
+    b->free = g;
+    b->capfree = cap;
+    return true;
 }
 
 /* First fit; splits the range it takes. Returns false when nothing fits or
  * the range array cannot grow. */
 static bool block_take(vkt_mem_block *b, uint64_t size, uint64_t align, uint64_t *offset)
 {
+    if (!reserve_ranges(b)) return false;
     for (uint32_t i = 0; i < b->nfree; i++) {
         range r = b->free[i];
         uint64_t at = align_up(r.offset, align);
         if (at + size > r.offset + r.size) continue;
         uint64_t head = at - r.offset, tail = r.offset + r.size - (at + size);
         if (head && tail) {
-            if (b->nfree == b->capfree) {
-                range *g = vkt_realloc(b->free, 2 * b->capfree * sizeof *g);
-                if (!g) return false;
-                b->free = g;
-                b->capfree *= 2;
-            }
             memmove(&b->free[i + 2], &b->free[i + 1], (b->nfree - i - 1) * sizeof(range));
             b->free[i] = (range){r.offset, head};
             b->free[i + 1] = (range){at + size, tail};
@@ -198,14 +217,16 @@ static bool block_take(vkt_mem_block *b, uint64_t size, uint64_t align, uint64_t
             b->nfree--;
         }
         b->used += size;
+        b->nallocs++;
         *offset = at;
         return true;
     }
     return false;
 }
 
-/* Give [offset, offset+size) back, merging with its neighbours. */
-static bool block_give(vkt_mem_block *b, uint64_t offset, uint64_t size)
+/* Give [offset, offset+size) back, merging with its neighbours. Never
+ * allocates: block_take reserved the room. */
+static void block_give(vkt_mem_block *b, uint64_t offset, uint64_t size)
 {
     uint32_t i = 0;
     while (i < b->nfree && b->free[i].offset < offset) i++;
@@ -221,49 +242,42 @@ static bool block_give(vkt_mem_block *b, uint64_t offset, uint64_t size)
         b->free[i].offset = offset;
         b->free[i].size += size;
     } else {
-        if (b->nfree == b->capfree) {
-            range *g = vkt_realloc(b->free, 2 * b->capfree * sizeof *g);
-            if (!g) return false; /* leaks the range, never corrupts the list */
-            b->free = g;
-            b->capfree *= 2;
-        }
         memmove(&b->free[i + 1], &b->free[i], (b->nfree - i) * sizeof(range));
         b->free[i] = (range){offset, size};
         b->nfree++;
     }
     b->used -= size;
-    return true;
+    b->nallocs--;
 }
 
 vkt_status vkt__mem_alloc(vkt_device *dev, const VkMemoryRequirements *req,
-                          vkt_memory_kind kind, vkt_allocation *out)
+                          vkt_memory_kind kind, bool internal, vkt_allocation *out)
 {
     uint32_t type;
     VKT_CHECK(vkt__mem_pick_type(dev, kind, req->memoryTypeBits, &type));
-    bool coherent = dev->memprops.memoryTypes[type].propertyFlags &
-                    VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
     uint64_t align = req->alignment > MIN_ALIGN ? req->alignment : MIN_ALIGN;
-    if (!coherent && dev->non_coherent_atom > align) align = dev->non_coherent_atom;
     uint64_t size = align_up(req->size, align);
     vkt_allocator_state *m = &dev->mem;
     vkt_status st = VKT_OK;
     pthread_mutex_lock(&m->lock);
     vkt_mem_block *b = NULL;
     uint64_t off = 0;
-    bool dedicated = size > m->block_size / 2;
+    bool dedicated = internal || size > m->block_size / 2;
     for (b = dedicated ? NULL : m->blocks; b; b = b->next)
         if (b->type_index == type && !b->dedicated && block_take(b, size, align, &off)) break;
     if (!b) {
-        st = block_create(dev, type, dedicated ? size : m->block_size, dedicated, &b);
+        st = block_create(dev, type, dedicated ? size : m->block_size, dedicated, internal, &b);
         if (st == VKT_OK && !block_take(b, size, align, &off))
             st = VKT_ERROR(VKT_ERR_NOMEM, "out of host memory");
     }
     if (st == VKT_OK) {
         *out = (vkt_allocation){.block = b, .memory = b->memory, .offset = off, .size = size,
                                 .mapped = b->mapped ? (char *)b->mapped + off : NULL,
-                                .type_index = type, .coherent = coherent};
-        m->stats.in_use += size;
-        m->stats.buffers++;
+                                .type_index = type};
+        if (!internal) {
+            m->stats.in_use += size;
+            m->stats.buffers++;
+        }
     }
     pthread_mutex_unlock(&m->lock);
     return st;
@@ -286,8 +300,10 @@ void vkt__mem_free(vkt_device *dev, vkt_allocation *a)
     pthread_mutex_lock(&m->lock);
     vkt_mem_block *b = a->block;
     block_give(b, a->offset, a->size);
-    m->stats.in_use -= a->size;
-    m->stats.buffers--;
+    if (!b->internal) {
+        m->stats.in_use -= a->size;
+        m->stats.buffers--;
+    }
     if (b->used == 0) {
         bool keep = !b->dedicated;
         for (vkt_mem_block *o = m->blocks; o && keep; o = o->next)
@@ -308,31 +324,4 @@ void vkt_device_memory_stats(const vkt_device *dev, vkt_memory_stats *out)
     pthread_mutex_lock(&d->mem.lock);
     *out = d->mem.stats;
     pthread_mutex_unlock(&d->mem.lock);
-}
-
-static vkt_status flush_or_invalidate(vkt_device *dev, const vkt_allocation *a, uint64_t off,
-                                      uint64_t n, bool flush)
-{
-    if (a->coherent || !a->mapped || n == 0) return VKT_OK;
-    uint64_t atom = dev->non_coherent_atom;
-    uint64_t begin = (a->offset + off) / atom * atom;
-    uint64_t end = align_up(a->offset + off + n, atom);
-    if (end > a->block->size) end = a->block->size;
-    VkMappedMemoryRange r = {.sType = VK_STRUCTURE_TYPE_MAPPED_MEMORY_RANGE,
-                             .memory = a->memory, .offset = begin, .size = end - begin};
-    VKT_VK(dev, flush ? vkFlushMappedMemoryRanges(dev->device, 1, &r)
-                      : vkInvalidateMappedMemoryRanges(dev->device, 1, &r),
-           flush ? "vkFlushMappedMemoryRanges" : "vkInvalidateMappedMemoryRanges");
-    return VKT_OK;
-}
-
-vkt_status vkt__mem_flush(vkt_device *dev, const vkt_allocation *a, uint64_t off, uint64_t n)
-{
-    return flush_or_invalidate(dev, a, off, n, true);
-}
-
-vkt_status vkt__mem_invalidate(vkt_device *dev, const vkt_allocation *a, uint64_t off,
-                               uint64_t n)
-{
-    return flush_or_invalidate(dev, a, off, n, false);
 }

@@ -88,14 +88,24 @@ vkt_status vkt_pipeline_create(vkt_device *dev, const vkt_pipeline_opts *o, vkt_
 {
     VKT_FAIL_IF(!out, VKT_ERR_INVALID_ARG, "vkt_pipeline_create: out is NULL");
     *out = NULL;
-    VKT_FAIL_IF(!dev || dev->magic != VKT_DEVICE_MAGIC || !o || !o->shader,
-                VKT_ERR_INVALID_ARG, "vkt_pipeline_create: NULL device, opts or shader name");
-    VKT_FAIL_IF(o->struct_size != sizeof *o, VKT_ERR_INVALID_ARG,
+    VKT_FAIL_IF(!dev || dev->magic != VKT_DEVICE_MAGIC || !o, VKT_ERR_INVALID_ARG,
+                "vkt_pipeline_create: NULL device or opts");
+    VKT_FAIL_IF(o->struct_size < sizeof(uint32_t) || o->struct_size > sizeof *o,
+                VKT_ERR_INVALID_ARG,
                 "vkt_pipeline_create: initialise opts with VKT_PIPELINE_OPTS_INIT");
+    vkt_pipeline_opts full = VKT_PIPELINE_OPTS_INIT;
+    memcpy(&full, o, o->struct_size); /* older callers: later fields keep defaults */
+    o = &full;
+    VKT_FAIL_IF(!o->shader, VKT_ERR_INVALID_ARG, "vkt_pipeline_create: no shader name");
     const vkt__spirv *sh = find_shader(o->shader);
     VKT_FAIL_IF(!sh, VKT_ERR_INVALID_ARG,
                 "vkt_pipeline_create: no embedded shader '%s' (this build has %u; "
                 "'vktrain info --shaders' lists them)", o->shader, vkt__spirv_count);
+    VKT_FAIL_IF(o->bindings != sh->bindings || o->push_size != sh->push_size,
+                VKT_ERR_INVALID_ARG,
+                "vkt_pipeline_create: shader '%s' has %u bindings and %u push-constant bytes; "
+                "opts give %u and %u", o->shader, sh->bindings, sh->push_size, o->bindings,
+                o->push_size);
     VKT_FAIL_IF(o->bindings > 32 || o->spec_count > 32 || (o->spec_count && !o->spec),
                 VKT_ERR_INVALID_ARG,
                 "vkt_pipeline_create: '%s': at most 32 bindings and 32 spec constants",

@@ -140,6 +140,7 @@ vkt_status vkt_device_selftest(vkt_device *dev, vkt_selftest_result *r)
                 "vkt_device_selftest: NULL device or result");
     memset(r, 0, sizeof *r);
     selftest t = {.dev = dev};
+    uint64_t messages_before = vkt_device_validation_messages(dev);
     float *x = vkt_malloc(N * sizeof *x), *y = vkt_malloc(N * sizeof *y);
     vkt_status st = VKT_OK;
     if (!x || !y) {
@@ -154,9 +155,10 @@ vkt_status vkt_device_selftest(vkt_device *dev, vkt_selftest_result *r)
     VKT_CHECK_GOTO(st, run_axpy(&t, x, y, &r->axpy_max_abs_err), out);
     VKT_CHECK_GOTO(st, run_sum(&t, x, &r->sum_rel_err), out);
     VKT_CHECK_GOTO(st, time_empty(&t, &r->dispatch_us), out);
-    r->validation_messages = vkt_device_validation_messages(dev);
+    r->validation_messages = vkt_device_validation_messages(dev) - messages_before;
+    r->completed = true;
     if (r->axpy_max_abs_err > 1e-5 || r->sum_rel_err > 1e-5 || r->validation_messages)
-        st = VKT_ERROR(VKT_ERR_INTERNAL,
+        st = VKT_ERROR(VKT_ERR_VULKAN,
                        "selftest on '%s' failed: axpy max error %.3g (limit 1e-5), sum relative "
                        "error %.3g (limit 1e-5), %llu validation messages; the driver computes "
                        "wrong results, update it or choose another device",

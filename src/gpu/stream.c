@@ -13,6 +13,9 @@
 
 typedef enum { STREAM_IDLE, STREAM_RECORDING, STREAM_READY } stream_state;
 
+static void memory_barrier(VkCommandBuffer cmd, VkPipelineStageFlags dst_stage,
+                           VkAccessFlags dst_access);
+
 struct vkt_stream {
     vkt_device *dev;
     VkCommandPool cmd_pool;
@@ -21,6 +24,7 @@ struct vkt_stream {
     uint32_t npools, cur_pool;
     VkQueryPool queries;
     uint32_t nstamps;
+    bool stamps_valid; /* the recording with these stamps was submitted */
     VkSemaphore done;
     uint64_t submitted; /* value 'done' reaches when all submissions finished */
     stream_state state;
@@ -112,12 +116,19 @@ vkt_status vkt_stream_begin(vkt_stream *s)
         VKT_VK(dev, vkResetDescriptorPool(dev->device, s->pools[i], 0), "vkResetDescriptorPool");
     s->cur_pool = 0;
     s->nstamps = 0;
+    s->stamps_valid = false;
     /* Simultaneous use: the same recording may be queued again before the
      * previous submission finished (the queue still runs them in order). */
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                    .flags = VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT};
     VKT_VK(dev, vkBeginCommandBuffer(s->cmd, &bi), "vkBeginCommandBuffer");
     if (s->queries) vkCmdResetQueryPool(s->cmd, s->queries, 0, VKT_MAX_TIMESTAMPS);
+    /* Order this recording after everything submitted before it, including
+     * earlier replays of itself: queue order alone does not make writes of
+     * one submission visible to the next. */
+    memory_barrier(s->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                   VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT |
+                       VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
     s->state = STREAM_RECORDING;
     return VKT_OK;
 }
@@ -168,7 +179,8 @@ static vkt_status alloc_set(vkt_stream *s, const vkt_pipeline *p, VkDescriptorSe
         if (r != VK_ERROR_OUT_OF_POOL_MEMORY && r != VK_ERROR_FRAGMENTED_POOL)
             return vkt__vk_error(__FILE__, __LINE__, r, s->dev->caps.name,
                                  "vkAllocateDescriptorSets");
-        if (++s->cur_pool == s->npools) VKT_CHECK(add_pool(s));
+        if (s->cur_pool + 1 == s->npools) VKT_CHECK(add_pool(s));
+        s->cur_pool++;
     }
 }
 
@@ -293,8 +305,14 @@ vkt_status vkt_stream_submit(vkt_stream *s, const vkt_submit_opts *o)
     VKT_FAIL_IF(!s, VKT_ERR_INVALID_ARG, "vkt_stream_submit: stream is NULL");
     VKT_FAIL_IF(s->state != STREAM_READY, VKT_ERR_INVALID_USAGE,
                 "vkt_stream_submit: nothing recorded; call begin, record, end first");
-    vkt_submit_opts none = VKT_SUBMIT_OPTS_INIT;
-    if (!o) o = &none;
+    vkt_submit_opts opts = VKT_SUBMIT_OPTS_INIT;
+    if (o) {
+        VKT_FAIL_IF(o->struct_size < sizeof(uint32_t) || o->struct_size > sizeof opts,
+                    VKT_ERR_INVALID_ARG,
+                    "vkt_stream_submit: initialise opts with VKT_SUBMIT_OPTS_INIT");
+        memcpy(&opts, o, o->struct_size);
+    }
+    o = &opts;
     VKT_FAIL_IF(o->wait_count > 16 || o->signal_count > 15, VKT_ERR_INVALID_ARG,
                 "vkt_stream_submit: at most 16 waits and 15 signals");
     VkSemaphore ws[16], ss[16];
@@ -331,6 +349,7 @@ vkt_status vkt_stream_submit(vkt_stream *s, const vkt_submit_opts *o)
                        .pSignalSemaphores = ss};
     VKT_CHECK(vkt__queue_submit(s->dev, &si, VK_NULL_HANDLE));
     s->submitted++;
+    s->stamps_valid = true;
     return VKT_OK;
 }
 
@@ -362,6 +381,10 @@ vkt_status vkt_stream_timestamps(vkt_stream *s, double *out, uint32_t n)
     VKT_FAIL_IF(n > s->nstamps, VKT_ERR_INVALID_ARG,
                 "vkt_stream_timestamps: %u asked, %u recorded", n, s->nstamps);
     if (n == 0) return VKT_OK;
+    VKT_FAIL_IF(!s->stamps_valid, VKT_ERR_INVALID_USAGE,
+                "vkt_stream_timestamps: the recording was not submitted yet; submit it and "
+                "wait for the stream first");
+    VKT_CHECK(vkt_stream_wait(s, UINT64_MAX)); /* WAIT_BIT on unfinished work can hang */
     uint64_t ticks[VKT_MAX_TIMESTAMPS];
     VKT_VK(s->dev, vkGetQueryPoolResults(s->dev->device, s->queries, 0, n, sizeof ticks, ticks,
                                          sizeof ticks[0],

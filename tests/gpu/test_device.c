@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "gpu/gpu_int.h"
 #include "test_gpu.h"
 
 static void test_enumerate(void **state)
@@ -103,9 +104,29 @@ static void test_select_errors(void **state)
 }
 
 /* The validation layer is really on, so a clean run means something: a
- * pipeline whose push-constant range is smaller than the shader's block is
- * reported and counted. */
+ * buffer created with no usage bits (a benign misuse that lavapipe accepts)
+ * is reported and counted. */
 static void test_validation_catches_misuse(void **state)
+{
+    (void)state;
+    vkt_device *dev = tgpu_open();
+    VkBufferCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+                             .size = 256,
+                             .usage = 0, /* VUID-VkBufferCreateInfo-usage-requiredbitmask */
+                             .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
+    VkBuffer b = VK_NULL_HANDLE;
+    if (vkCreateBuffer(dev->device, &ci, NULL, &b) == VK_SUCCESS)
+        vkDestroyBuffer(dev->device, b, NULL);
+    uint64_t n = vkt_device_validation_messages(dev);
+    print_message("validation messages after the misuse: %llu (expected > 0)\n",
+                  (unsigned long long)n);
+    assert_true(n > 0);
+    vkt_device_destroy(dev);
+}
+
+/* The pipeline's bindings and push size are checked against what the SPIR-V
+ * declares, before the driver sees a mismatch. */
+static void test_pipeline_checked_against_shader(void **state)
 {
     (void)state;
     vkt_device *dev = tgpu_open();
@@ -113,17 +134,21 @@ static void test_validation_catches_misuse(void **state)
     uint32_t spec[2] = {64, 1};
     o.shader = "axpy_f32";
     o.bindings = 2;
-    o.push_size = 4; /* the shader's block is 8 bytes: validation must complain */
+    o.push_size = 4; /* the shader's block is 8 bytes */
     o.spec = spec;
     o.spec_count = 2;
-    vkt_pipeline *p = NULL;
-    vkt_pipeline_create(dev, &o, &p); /* the driver may or may not refuse it */
+    vkt_pipeline *p = (vkt_pipeline *)0x1;
+    assert_int_equal(vkt_pipeline_create(dev, &o, &p), VKT_ERR_INVALID_ARG);
+    assert_null(p);
+    assert_non_null(strstr(vkt_last_error(), "has 2 bindings and 8 push-constant bytes"));
+    o.push_size = 8;
+    o.bindings = 1;
+    assert_int_equal(vkt_pipeline_create(dev, &o, &p), VKT_ERR_INVALID_ARG);
+    o.bindings = 2;
+    o.struct_size = offsetof(vkt_pipeline_opts, spec); /* an older caller: no spec fields */
+    assert_vkt_ok(vkt_pipeline_create(dev, &o, &p));
     vkt_pipeline_destroy(p);
-    uint64_t n = vkt_device_validation_messages(dev);
-    print_message("validation messages after the misuse: %llu (expected > 0)\n",
-                  (unsigned long long)n);
-    assert_true(n > 0);
-    vkt_device_destroy(dev);
+    tgpu_close(dev);
 }
 
 static int count_files(const char *dir)
@@ -228,6 +253,7 @@ int main(void)
         cmocka_unit_test(test_select),
         cmocka_unit_test(test_select_errors),
         cmocka_unit_test(test_validation_catches_misuse),
+        cmocka_unit_test(test_pipeline_checked_against_shader),
         cmocka_unit_test(test_pipeline_cache_persisted),
         cmocka_unit_test(test_create_alloc_failures),
     };

@@ -30,6 +30,11 @@ static void test_many_sizes(void **state)
     for (int i = 0; i < NS; i++) {
         assert_vkt_ok(vkt_buffer_create(dev, VKT_MEMORY_DEVICE, sizes[i], &b[i]));
         assert_int_equal(vkt_buffer_size(b[i]), sizes[i]);
+        assert_int_equal(b[i]->alloc.offset % 64, 0); /* at least the allocator's alignment */
+        for (int j = 0; j < i; j++) /* no two buffers overlap */
+            if (b[j]->alloc.block == b[i]->alloc.block)
+                assert_true(b[j]->alloc.offset + b[j]->alloc.size <= b[i]->alloc.offset ||
+                            b[i]->alloc.offset + b[i]->alloc.size <= b[j]->alloc.offset);
     }
     vkt_memory_stats st;
     vkt_device_memory_stats(dev, &st);
@@ -123,7 +128,10 @@ static void test_out_of_memory(void **state)
     /* A request larger than the whole heap is refused with a clear error. */
     vkt_buffer *huge = NULL;
     vkt_device *d2 = open_with(0, 0);
-    uint64_t heap = vkt_device_get_caps(d2)->heaps[0].size;
+    const vkt_device_caps *c = vkt_device_get_caps(d2);
+    uint64_t heap = 0;
+    for (uint32_t h = 0; h < c->heap_count; h++)
+        if (c->heaps[h].size > heap) heap = c->heaps[h].size;
     assert_int_equal(vkt_buffer_create(d2, VKT_MEMORY_DEVICE, heap + MiB, &huge), VKT_ERR_NOMEM);
     assert_null(huge);
     print_message("huge message: %s\n", vkt_last_error());
@@ -179,8 +187,13 @@ static void test_staged_copies(void **state)
     b->alloc.mapped = NULL;
     uint32_t *in = malloc(size), *out = malloc(size);
     for (uint64_t i = 0; i < size / 4; i++) in[i] = (uint32_t)(i * 2654435761u);
+    vkt_memory_stats before, after;
+    vkt_device_memory_stats(dev, &before);
     assert_vkt_ok(vkt_buffer_upload(b, 0, in, size));
     assert_memory_equal((char *)saved, in, size); /* the GPU copy really landed */
+    vkt_device_memory_stats(dev, &after); /* the runtime's staging buffer is not counted */
+    assert_int_equal(after.buffers, before.buffers);
+    assert_int_equal(after.reserved, before.reserved);
     memset(out, 0, size);
     assert_vkt_ok(vkt_buffer_download(b, 0, out, size));
     assert_memory_equal(in, out, size);

@@ -128,6 +128,7 @@ static void test_timestamps(void **state)
     struct { uint32_t n; float a; } push = {N, 1.0f};
     vkt_binding b[2] = {{f->x, 0, 0}, {f->y, 0, 0}};
     uint32_t slot[3];
+    double t[3];
     assert_vkt_ok(vkt_stream_begin(f->s));
     assert_vkt_ok(vkt_stream_timestamp(f->s, &slot[0]));
     for (int i = 0; i < 20; i++) {
@@ -137,8 +138,9 @@ static void test_timestamps(void **state)
     assert_vkt_ok(vkt_stream_timestamp(f->s, &slot[1]));
     assert_vkt_ok(vkt_stream_timestamp(f->s, &slot[2]));
     assert_vkt_ok(vkt_stream_end(f->s));
+    /* not submitted yet: nothing to read */
+    assert_int_equal(vkt_stream_timestamps(f->s, t, 3), VKT_ERR_INVALID_USAGE);
     assert_vkt_ok(vkt_stream_run(f->s));
-    double t[3];
     assert_vkt_ok(vkt_stream_timestamps(f->s, t, 3));
     print_message("20 dispatches between timestamps: %.1f us\n", t[1] * 1e6);
     assert_int_equal(slot[0], 0);
