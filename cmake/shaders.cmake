@@ -10,6 +10,15 @@ set(VKT_SHADER_TABLE
   "reduce_sum_f32|reduce_sum.comp|"
   "iota_u32|iota.comp|"
   "spec_probe|spec_probe.comp|"
+  "opt_adam_f32|opt_adam.comp|-DDTYPE_F32"
+  "opt_adam_f16|opt_adam.comp|-DDTYPE_F16"
+  "opt_adam_bf16|opt_adam.comp|-DDTYPE_BF16"
+  "opt_sgd_f32|opt_sgd.comp|-DDTYPE_F32"
+  "opt_sgd_f16|opt_sgd.comp|-DDTYPE_F16"
+  "opt_sgd_bf16|opt_sgd.comp|-DDTYPE_BF16"
+  "grad_sumsq_f32|grad_sumsq.comp|-DDTYPE_F32"
+  "grad_sumsq_f16|grad_sumsq.comp|-DDTYPE_F16"
+  "grad_sumsq_bf16|grad_sumsq.comp|-DDTYPE_BF16"
 )
 
 find_program(GLSLANG_VALIDATOR glslangValidator REQUIRED)

@@ -3,6 +3,7 @@
 #define VKTRAIN_VKTRAIN_H
 
 #include "vktrain/alloc.h"
+#include "vktrain/dtype.h"
 #include "vktrain/gpu.h"
 #include "vktrain/status.h"
 #include "vktrain/version.h"
