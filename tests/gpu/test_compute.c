@@ -227,19 +227,7 @@ static void test_shader_table(void **state)
     assert_null(vkt_shader_name(vkt_shader_count()));
 }
 
-static int setup(void **state)
-{
-    *state = tgpu_open();
-    return 0;
-}
 
-static int teardown(void **state)
-{
-    uint64_t n = vkt_device_validation_messages(*state);
-    vkt_device_destroy(*state);
-    if (n) print_error("%llu validation message(s)\n", (unsigned long long)n);
-    return n ? -1 : 0;
-}
 
 int main(void)
 {
@@ -250,5 +238,5 @@ int main(void)
         cmocka_unit_test(test_push_and_spec_constants),
         cmocka_unit_test(test_dispatch_checks),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tgpu_group_setup, tgpu_group_teardown);
 }

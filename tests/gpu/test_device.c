@@ -197,39 +197,20 @@ static void test_pipeline_cache_persisted(void **state)
 
 /* Every host allocation failure during create is a clean VKT_ERR_NOMEM
  * (ASan checks that nothing leaks on any of these paths). */
-static int fail_at, calls;
-static void *fail_alloc(void *u, size_t n)
-{
-    (void)u;
-    return ++calls == fail_at ? NULL : malloc(n);
-}
-static void *fail_realloc(void *u, void *p, size_t n)
-{
-    (void)u;
-    return ++calls == fail_at ? NULL : realloc(p, n);
-}
-static void plain_free(void *u, void *p)
-{
-    (void)u;
-    free(p);
-}
-
 static void test_create_alloc_failures(void **state)
 {
     (void)state;
-    vkt_allocator a = {fail_alloc, fail_realloc, plain_free, NULL};
     int failures = 0;
-    for (fail_at = 1; fail_at < 200; fail_at++) {
-        calls = 0;
-        vkt_set_allocator(&a);
+    for (int fail_at = 1; fail_at < 200; fail_at++) {
+        tgpu_fail_allocation(fail_at);
         vkt_device_opts o = VKT_DEVICE_OPTS_INIT;
         o.validation = VKT_VALIDATION_OFF;
         o.pipeline_cache_dir = "";
         vkt_device *dev = NULL;
         vkt_status st = vkt_device_create(&o, &dev);
         vkt_device_destroy(dev);
-        vkt_set_allocator(NULL);
-        if (calls < fail_at) { /* all allocations passed: done */
+        tgpu_fail_allocation(0);
+        if (tgpu_alloc_calls() < fail_at) { /* all allocations passed: done */
             assert_int_equal(st, VKT_OK);
             break;
         }

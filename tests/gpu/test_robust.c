@@ -7,23 +7,6 @@
 
 #include "test_gpu.h"
 
-static int fail_at, calls;
-static void *fail_alloc(void *u, size_t n)
-{
-    (void)u;
-    return ++calls == fail_at ? NULL : malloc(n);
-}
-static void *fail_realloc(void *u, void *p, size_t n)
-{
-    (void)u;
-    return ++calls == fail_at ? NULL : realloc(p, n);
-}
-static void plain_free(void *u, void *p)
-{
-    (void)u;
-    free(p);
-}
-
 /* Everything a short job does, from buffers to a recorded dispatch. */
 static vkt_status job(vkt_device *dev)
 {
@@ -61,14 +44,12 @@ static vkt_status job(vkt_device *dev)
 static void test_alloc_failures(void **state)
 {
     vkt_device *dev = *state;
-    vkt_allocator a = {fail_alloc, fail_realloc, plain_free, NULL};
     int failures = 0;
-    for (fail_at = 1; fail_at < 2000; fail_at++) {
-        calls = 0;
-        vkt_set_allocator(&a);
+    for (int fail_at = 1; fail_at < 2000; fail_at++) {
+        tgpu_fail_allocation(fail_at);
         vkt_status st = job(dev);
-        vkt_set_allocator(NULL);
-        if (calls < fail_at) {
+        tgpu_fail_allocation(0);
+        if (tgpu_alloc_calls() < fail_at) {
             assert_int_equal(st, VKT_OK);
             break;
         }
@@ -116,18 +97,7 @@ static void test_threads_share_a_device(void **state)
     assert_int_equal(ms.in_use, 0);
 }
 
-static int setup(void **state)
-{
-    *state = tgpu_open();
-    return 0;
-}
 
-static int teardown(void **state)
-{
-    uint64_t n = vkt_device_validation_messages(*state);
-    vkt_device_destroy(*state);
-    return n ? -1 : 0;
-}
 
 int main(void)
 {
@@ -135,5 +105,5 @@ int main(void)
         cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_threads_share_a_device),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tgpu_group_setup, tgpu_group_teardown);
 }

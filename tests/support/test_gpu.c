@@ -1,5 +1,7 @@
 #include "test_gpu.h"
 
+#include <stdlib.h>
+
 vkt_device *tgpu_open(void)
 {
     vkt_device_opts o = VKT_DEVICE_OPTS_INIT;
@@ -31,6 +33,50 @@ vkt_pipeline *tgpu_pipeline(vkt_device *dev, const char *shader, uint32_t bindin
     assert_vkt_ok(vkt_pipeline_create(dev, &o, &p));
     return p;
 }
+
+int tgpu_group_setup(void **state)
+{
+    *state = tgpu_open();
+    return 0;
+}
+
+int tgpu_group_teardown(void **state)
+{
+    uint64_t n = vkt_device_validation_messages(*state);
+    vkt_device_destroy(*state);
+    if (n) print_error("%llu Vulkan validation message(s), see above\n", (unsigned long long)n);
+    return n ? -1 : 0;
+}
+
+static int fail_at, calls;
+
+static void *fail_alloc(void *u, size_t n)
+{
+    (void)u;
+    return ++calls == fail_at ? NULL : malloc(n);
+}
+
+static void *fail_realloc(void *u, void *p, size_t n)
+{
+    (void)u;
+    return ++calls == fail_at ? NULL : realloc(p, n);
+}
+
+static void plain_free(void *u, void *p)
+{
+    (void)u;
+    free(p);
+}
+
+void tgpu_fail_allocation(int n)
+{
+    static const vkt_allocator a = {fail_alloc, fail_realloc, plain_free, NULL};
+    if (n) calls = 0; /* removing keeps the count for tgpu_alloc_calls */
+    fail_at = n;
+    vkt_set_allocator(n ? &a : NULL);
+}
+
+int tgpu_alloc_calls(void) { return calls; }
 
 void tgpu_fill_random(float *v, size_t n, uint32_t seed)
 {

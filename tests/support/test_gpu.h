@@ -28,6 +28,16 @@ void tgpu_close(vkt_device *dev);
 vkt_pipeline *tgpu_pipeline(vkt_device *dev, const char *shader, uint32_t bindings,
                             uint32_t push_size, const uint32_t *spec, uint32_t spec_count);
 
+/* cmocka group setup/teardown: *state = tgpu_open(); teardown fails the
+ * group if the validation layer said anything. */
+int tgpu_group_setup(void **state);
+int tgpu_group_teardown(void **state);
+
+/* Install an allocator whose fail_at-th call (counting from 1) fails;
+ * tgpu_alloc_calls() tells how many calls were made. fail_at 0 removes it. */
+void tgpu_fail_allocation(int fail_at);
+int tgpu_alloc_calls(void);
+
 /* Deterministic pseudo-random floats in [-1, 1) (xorshift; seed != 0). */
 void tgpu_fill_random(float *v, size_t n, uint32_t seed);
 
