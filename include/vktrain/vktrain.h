@@ -3,12 +3,10 @@
 #define VKTRAIN_VKTRAIN_H
 
 #include "vktrain/alloc.h"
+#include "vktrain/comm.h"
 #include "vktrain/dtype.h"
 #include "vktrain/gpu.h"
 #include "vktrain/status.h"
 #include "vktrain/version.h"
-#if __has_include("vktrain/comm.h")
-#include "vktrain/comm.h"
-#endif
 
 #endif

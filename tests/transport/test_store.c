@@ -1,0 +1,263 @@
+/* Unit tests of the rendezvous stores and job-secret handling: TCP and file
+ * stores, wrong secrets refused, secret-file permissions, and the option
+ * checks of vkt_comm_create. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+#include "transport_int.h"
+
+static vkt__store *connect_store(const char *addr, const char *secret, int allow,
+                                 vkt_status *st_out)
+{
+    vkt__auth auth;
+    vkt__store_server *srv = NULL;
+    vkt__store *s = NULL;
+    vkt_status st = vkt__auth_init(&auth, secret, allow);
+    if (st == VKT_OK) st = vkt__store_open(addr, 0, &auth, 2.0, &srv, &s);
+    if (st_out) *st_out = st;
+    return s;
+}
+
+static void exercise(vkt__store *s)
+{
+    char buf[64];
+    size_t len = 0;
+    int64_t v = 0;
+    assert_int_equal(vkt__store_set(s, "a/key", "hello", 5), VKT_OK);
+    assert_int_equal(vkt__store_get(s, "a/key", buf, sizeof buf, &len), VKT_OK);
+    assert_int_equal(len, 5);
+    assert_memory_equal(buf, "hello", 5);
+    assert_int_equal(vkt__store_set(s, "a/key", "", 0), VKT_OK); /* overwrite, empty */
+    assert_int_equal(vkt__store_get(s, "a/key", buf, sizeof buf, &len), VKT_OK);
+    assert_int_equal(len, 0);
+    assert_int_equal(vkt__store_add(s, "ctr", 5, &v), VKT_OK);
+    assert_int_equal(v, 5);
+    assert_int_equal(vkt__store_add(s, "ctr", -2, &v), VKT_OK);
+    assert_int_equal(v, 3);
+    assert_int_equal(vkt__store_set(s, "big", "0123456789", 10), VKT_OK);
+    assert_int_equal(vkt__store_get(s, "big", buf, 4, &len), VKT_ERR_CORRUPT);
+    s->timeout_s = 0.2; /* a missing key times out, naming it */
+    double t0 = vkt__now();
+    assert_int_equal(vkt__store_get(s, "missing", buf, sizeof buf, &len), VKT_ERR_TIMEOUT);
+    assert_true(vkt__now() - t0 < 2.0);
+    assert_non_null(strstr(vkt_last_error(), "missing"));
+}
+
+static void test_tcp_store(void **state)
+{
+    (void)state;
+    char addr[64];
+    void *srv = start_store(TEST_SECRET, addr, sizeof addr);
+    assert_non_null(srv);
+    vkt__store *s = connect_store(addr, TEST_SECRET, 0, NULL);
+    assert_non_null(s);
+    exercise(s);
+    vkt__store_close(s);
+    stop_store(srv);
+}
+
+static const char *store_addr_arg;
+
+static int unauth_case(int rank, int world, void *arg)
+{
+    vkt_status st;
+    unsetenv("VKT_JOB_SECRET");
+    unsetenv("VKT_JOB_SECRET_FILE");
+    if (connect_store(store_addr_arg, NULL, 1, &st) || st != VKT_ERR_REMOTE)
+        return RANK_FAIL(rank, "an unauthenticated rank was let in (%d)", (int)st);
+    return 0;
+}
+
+static void test_tcp_store_refuses_wrong_secret(void **state)
+{
+    (void)state;
+    char addr[64];
+    vkt_status st;
+    void *srv = start_store(TEST_SECRET, addr, sizeof addr);
+    assert_non_null(srv);
+    assert_null(connect_store(addr, "some-other-secret", 0, &st));
+    assert_int_equal(st, VKT_ERR_REMOTE);
+    assert_non_null(strstr(vkt_last_error(), "refused this rank's job secret"));
+    /* A rank without any secret is refused as well (in a child: the
+     * environment it consults is cached per process). */
+    store_addr_arg = addr;
+    assert_int_equal(run_ranks(1, unauth_case, NULL, 10, NULL), 0);
+    /* Garbage on the port is dropped; the store keeps serving. */
+    int port = atoi(strrchr(addr, ':') + 1), fd = -1;
+    assert_int_equal(vkt__net_connect("127.0.0.1", port, vkt__now() + 2, "store", &fd), VKT_OK);
+    char junk[100];
+    memset(junk, 0x5a, sizeof junk);
+    assert_int_equal(vkt__net_write_all(fd, junk, sizeof junk, vkt__now() + 2, "s"), VKT_OK);
+    vkt__close(fd);
+    vkt__store *s = connect_store(addr, TEST_SECRET, 0, &st);
+    assert_non_null(s);
+    assert_int_equal(vkt__store_set(s, "k", "v", 1), VKT_OK);
+    vkt__store_close(s);
+    stop_store(srv);
+}
+
+static void test_file_store(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/vkt-store-XXXXXX", addr[128];
+    assert_non_null(mkdtemp(dir));
+    snprintf(addr, sizeof addr, "file:%s", dir);
+    vkt__store *s = connect_store(addr, TEST_SECRET, 0, NULL);
+    assert_non_null(s);
+    exercise(s);
+    /* A store opened with another secret cannot read (or forge) entries. */
+    vkt__store *o = connect_store(addr, "other", 0, NULL);
+    char buf[16];
+    size_t len;
+    assert_int_equal(vkt__store_get(o, "ctr", buf, sizeof buf, &len), VKT_ERR_REMOTE);
+    assert_non_null(strstr(vkt_last_error(), "not signed"));
+    vkt__store_close(o);
+    vkt__store_close(s);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static int add_many(int rank, int world, void *arg)
+{
+    vkt__store *s = connect_store(store_addr_arg, TEST_SECRET, 0, NULL);
+    int64_t v;
+    if (!s) return RANK_FAIL(rank, "connect: %s", vkt_last_error());
+    for (int i = 0; i < 50; i++)
+        if (vkt__store_add(s, "shared", 1, &v) != VKT_OK)
+            return RANK_FAIL(rank, "add: %s", vkt_last_error());
+    vkt__store_close(s);
+    return 0;
+}
+
+/* Counters stay exact under concurrent adds from several processes. */
+static void test_concurrent_add(void **state)
+{
+    (void)state;
+    char addr[64], dir[] = "/tmp/vkt-store-XXXXXX", faddr[128];
+    void *srv = start_store(TEST_SECRET, addr, sizeof addr);
+    assert_non_null(mkdtemp(dir));
+    snprintf(faddr, sizeof faddr, "file:%s", dir);
+    const char *addrs[2] = {addr, faddr};
+    for (int k = 0; k < 2; k++) {
+        store_addr_arg = addrs[k];
+        assert_int_equal(run_ranks(4, add_many, NULL, 30, NULL), 0);
+        vkt__store *s = connect_store(addrs[k], TEST_SECRET, 0, NULL);
+        int64_t v = 0;
+        assert_int_equal(vkt__store_add(s, "shared", 0, &v), VKT_OK);
+        assert_int_equal(v, 200);
+        vkt__store_close(s);
+    }
+    stop_store(srv);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Child bodies: the environment is read once per process, so each case
+ * runs in a fresh fork. */
+static int secret_file_case(int rank, int world, void *arg)
+{
+    int mode = *(int *)arg;
+    char path[] = "/tmp/vkt-secret-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0 || write(fd, "s3cret\n", 7) != 7) return 2;
+    close(fd);
+    chmod(path, (mode_t)mode);
+    setenv("VKT_JOB_SECRET_FILE", path, 1);
+    unsetenv("VKT_JOB_SECRET");
+    vkt__auth a;
+    vkt_status st = vkt__auth_init(&a, NULL, 0);
+    unlink(path);
+    if (mode == 0600)
+        return st == VKT_OK && a.enabled ? 0 : RANK_FAIL(rank, "%s", vkt_last_error());
+    if (st != VKT_ERR_INVALID_USAGE || !strstr(vkt_last_error(), "chmod 600"))
+        return RANK_FAIL(rank, "mode %o accepted or unclear: %s", mode, vkt_last_error());
+    return 0;
+}
+
+static int no_secret_case(int rank, int world, void *arg)
+{
+    unsetenv("VKT_JOB_SECRET");
+    unsetenv("VKT_JOB_SECRET_FILE");
+    vkt__auth a;
+    if (vkt__auth_init(&a, NULL, 0) != VKT_ERR_INVALID_USAGE)
+        return RANK_FAIL(rank, "no secret was accepted");
+    if (!strstr(vkt_last_error(), "allow_unauthenticated")) return RANK_FAIL(rank, "message");
+    if (vkt__auth_init(&a, NULL, 1) != VKT_OK || a.enabled) return RANK_FAIL(rank, "allow");
+    setenv("VKT_JOB_SECRET", "from-env", 1); /* cached as unset: still none */
+    return 0;
+}
+
+static void test_secret_sources(void **state)
+{
+    (void)state;
+    int loose = 0644, tight = 0600;
+    assert_int_equal(run_ranks(1, secret_file_case, &loose, 10, NULL), 0);
+    assert_int_equal(run_ranks(1, secret_file_case, &tight, 10, NULL), 0);
+    assert_int_equal(run_ranks(1, no_secret_case, NULL, 10, NULL), 0);
+}
+
+static void test_comm_create_checks(void **state)
+{
+    (void)state;
+    vkt_comm *c = (vkt_comm *)1;
+    vkt_comm_opts o = test_opts(0, 1, NULL, 2);
+    o.struct_size = 0;
+    assert_int_equal(vkt_comm_create(&o, &c), VKT_ERR_INVALID_ARG);
+    assert_null(c);
+    o = test_opts(3, 2, "127.0.0.1:1", 2);
+    assert_int_equal(vkt_comm_create(&o, &c), VKT_ERR_INVALID_ARG);
+    o = test_opts(0, 2, "127.0.0.1:1", 2);
+    o.backend = (vkt_comm_backend)7;
+    assert_int_equal(vkt_comm_create(&o, &c), VKT_ERR_INVALID_ARG);
+    o.backend = VKT_COMM_BACKEND_GLOO;
+    assert_int_equal(vkt_comm_create(&o, &c), VKT_ERR_UNSUPPORTED);
+    assert_non_null(strstr(vkt_last_error(), "gloo"));
+    assert_int_equal(vkt_comm_create(NULL, &c), VKT_ERR_INVALID_ARG);
+    vkt_comm_destroy(NULL);
+    assert_int_equal(vkt_comm_rank(NULL), -1);
+    assert_string_equal(vkt_comm_link(NULL), "invalid");
+    o = test_opts(0, 1, NULL, 2); /* one rank: no store, no channels */
+    assert_int_equal(vkt_comm_create(&o, &c), VKT_OK);
+    assert_string_equal(vkt_comm_link(c), "none");
+    float x[3] = {1, 2, 3}, y[3];
+    assert_int_equal(vkt_comm_allreduce(c, x, y, 3, VKT_DTYPE_F32, VKT_REDOP_AVG), VKT_OK);
+    assert_memory_equal(x, y, sizeof x);
+    assert_int_equal(vkt_comm_barrier(c), VKT_OK);
+    assert_int_equal(vkt_comm_broadcast(c, x, 3, VKT_DTYPE_F32, 1), VKT_ERR_INVALID_ARG);
+    assert_int_equal(vkt_comm_allreduce(c, NULL, y, 3, VKT_DTYPE_F32, VKT_REDOP_SUM),
+                     VKT_ERR_INVALID_ARG);
+    assert_int_equal(vkt_comm_allreduce(c, x, y, 3, (vkt_dtype)9, VKT_REDOP_SUM),
+                     VKT_ERR_INVALID_ARG);
+    assert_int_equal(vkt_comm_allreduce(c, x, y, 3, VKT_DTYPE_F32, (vkt_redop)9),
+                     VKT_ERR_INVALID_ARG);
+    assert_int_equal(vkt_comm_wait(NULL), VKT_ERR_INVALID_ARG);
+    vkt_comm_destroy(c);
+    assert_int_equal(vkt_comm_allreduce(NULL, NULL, NULL, 0, VKT_DTYPE_F32, VKT_REDOP_SUM),
+                     VKT_ERR_INVALID_ARG);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tcp_store),
+        cmocka_unit_test(test_tcp_store_refuses_wrong_secret),
+        cmocka_unit_test(test_file_store),
+        cmocka_unit_test(test_concurrent_add),
+        cmocka_unit_test(test_secret_sources),
+        cmocka_unit_test(test_comm_create_checks),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,540 @@
+/* The communicator: option handling, rendezvous and ring setup, the progress
+ * thread that runs queued collectives in order, and the public entry points
+ * of vktrain/comm.h. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "comm_int.h"
+
+#define DEFAULT_TIMEOUT_S 300.0
+#define DEFAULT_CHUNK (512u << 10)
+#define MIN_STAGING_CHUNK 8u /* one element of the widest type */
+
+static const char *const redop_names[] = {"sum", "avg", "max", "min"};
+
+const char *vkt_redop_name(vkt_redop op)
+{
+    return (unsigned)op < VKT_REDOP_COUNT_ ? redop_names[op] : "invalid";
+}
+
+const char *vkt__op_name(vkt__op_kind k)
+{
+    static const char *const names[] = {"allreduce", "reduce_scatter", "allgather",
+                                        "broadcast", "barrier"};
+    return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "?";
+}
+
+/* ------------------------------------------------------- progress thread -- */
+
+static void close_channels(vkt_comm *c)
+{
+    if (c->to_next) c->to_next->ops->close(c->to_next);
+    if (c->from_prev) c->from_prev->ops->close(c->from_prev);
+    c->to_next = c->from_prev = NULL;
+}
+
+static void record_flight(vkt_comm *c, vkt_comm_req *r, int end, vkt_status st)
+{
+    vkt__flight *f = &c->flight[r->seq % VKT_FLIGHT_LEN];
+    if (!end) {
+        size_t es = vkt_dtype_size(r->dtype);
+        *f = (vkt__flight){r->seq, r->kind, r->count * es, vkt__now(), 0, VKT_OK};
+    } else {
+        f->t_end = vkt__now();
+        f->st = st;
+    }
+}
+
+/* After a failure: publish where this rank stopped and collect the other
+ * ranks' reports for a short window, so the message says who is stuck and
+ * where (a timeout that names nobody is the classic distributed-training
+ * complaint). A rank that never reports is dead or frozen. Bounded: every
+ * store call uses the window as its deadline. */
+static void diagnose(vkt_comm *c, vkt_comm_req *r, char *out, size_t cap)
+{
+    char key[48], pos[160], got[160];
+    size_t n = 0, len;
+    int found;
+    if (!c->store || c->size < 2 || c->size > 1024) return;
+    double window = c->timeout_s * 0.5 < 1.0 ? c->timeout_s * 0.5 : 1.0;
+    double end = vkt__now() + window;
+    c->store->timeout_s = window;
+    snprintf(key, sizeof key, "vkt/pos/%d", c->rank);
+    len = (size_t)snprintf(pos, sizeof pos, "%s #%llu step %d/%d", vkt__op_name(r->kind),
+                           (unsigned long long)r->seq, c->step + 1, c->nsteps);
+    /* From the flight record: the last collective this rank finished. */
+    const vkt__flight *f = &c->flight[(r->seq + VKT_FLIGHT_LEN - 1) % VKT_FLIGHT_LEN];
+    if (r->seq > 0 && f->seq == r->seq - 1 && f->t_end > 0 && len < sizeof pos) {
+        char b[32];
+        len += (size_t)snprintf(pos + len, sizeof pos - len, " (#%llu %s of %s took %.3f s)",
+                                (unsigned long long)f->seq, vkt__op_name(f->kind),
+                                vkt__fmt_bytes(b, sizeof b, f->bytes), f->t_end - f->t_start);
+    }
+    if (len >= sizeof pos) len = sizeof pos - 1;
+    if (vkt__store_set(c->store, key, pos, len) != VKT_OK) return;
+    unsigned char seen[1024] = {0};
+    int left = c->size - 1;
+    seen[c->rank] = 1;
+    while (left > 0 && n < cap) { /* poll every silent rank each round */
+        for (int q = 0; q < c->size && n < cap; q++) {
+            if (seen[q]) continue;
+            snprintf(key, sizeof key, "vkt/pos/%d", q);
+            if (c->store->ops->try_get(c->store, key, got, sizeof got - 1, &len, &found))
+                return;
+            if (!found) continue;
+            got[len] = '\0';
+            seen[q] = 1;
+            left--;
+            n += (size_t)snprintf(out + n, cap - n, "; rank %d reached %s", q, got);
+        }
+        if (left == 0 || vkt__now() >= end) break;
+        vkt__sleep_ms(20);
+    }
+    for (int q = 0; q < c->size && n < cap; q++)
+        if (!seen[q])
+            n += (size_t)snprintf(out + n, cap - n, "; rank %d did not report (stuck, stopped "
+                                  "or dead: check its log)", q);
+}
+
+/* Run one request and fill in its status and message. */
+static void execute(vkt_comm *c, vkt_comm_req *r)
+{
+    pthread_mutex_lock(&c->mu);
+    vkt_status sticky = c->err_st;
+    if (sticky != VKT_OK) snprintf(r->msg, sizeof r->msg, "%s", c->err_msg);
+    pthread_mutex_unlock(&c->mu);
+    if (sticky != VKT_OK) {
+        r->st = sticky;
+        return;
+    }
+    record_flight(c, r, 0, VKT_OK);
+    vkt_status st = vkt__ring_run(c, r);
+    record_flight(c, r, 1, st);
+    r->st = st;
+    if (st == VKT_OK) return;
+    snprintf(r->msg, sizeof r->msg, "rank %d: %s #%llu (%zu elements of %s): %s", c->rank,
+             vkt__op_name(r->kind), (unsigned long long)r->seq, r->count,
+             vkt_dtype_name(r->dtype), vkt_last_error());
+    /* Close our channels at once so that neighbours fail fast instead of
+     * waiting out their own deadline: the error travels around the ring. */
+    close_channels(c);
+    size_t used = strlen(r->msg);
+    if (st == VKT_ERR_TIMEOUT || st == VKT_ERR_REMOTE)
+        diagnose(c, r, r->msg + used, sizeof r->msg - used);
+    pthread_mutex_lock(&c->mu);
+    if (c->err_st == VKT_OK) { /* the first failure wins (abort may have come first) */
+        c->err_st = st;
+        snprintf(c->err_msg, sizeof c->err_msg, "%s", r->msg);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void *progress_main(void *arg)
+{
+    vkt_comm *c = arg;
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        while ((!c->q_head || c->busy) && !c->stop) pthread_cond_wait(&c->cv_work, &c->mu);
+        vkt_comm_req *r = c->busy ? NULL : c->q_head;
+        if (!r) { /* stop requested and nothing queued */
+            pthread_mutex_unlock(&c->mu);
+            return NULL;
+        }
+        c->q_head = r->next;
+        if (!c->q_head) c->q_tail = NULL;
+        c->busy = 1;
+        pthread_mutex_unlock(&c->mu);
+        execute(c, r);
+        pthread_mutex_lock(&c->mu);
+        r->done = 1;
+        c->busy = 0;
+        pthread_cond_broadcast(&c->cv_done);
+        pthread_mutex_unlock(&c->mu);
+    }
+}
+
+/* A blocking collective with nothing queued ahead of it runs on the calling
+ * thread: handing it to the progress thread and back costs two context
+ * switches per collective, which dominates small messages when several ranks
+ * share few cores. Returns 0 (and does nothing) when it must be queued. */
+int vkt__comm_try_inline(vkt_comm *c, vkt_comm_req *r, vkt_status *st)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->q_head || c->busy || c->err_st != VKT_OK) {
+        pthread_mutex_unlock(&c->mu);
+        return 0;
+    }
+    c->busy = 1;
+    r->c = c;
+    r->seq = c->next_seq++;
+    pthread_mutex_unlock(&c->mu);
+    execute(c, r);
+    pthread_mutex_lock(&c->mu);
+    c->busy = 0;
+    r->done = 1;
+    pthread_cond_broadcast(&c->cv_work); /* work queued meanwhile by another thread */
+    pthread_mutex_unlock(&c->mu);
+    *st = r->st == VKT_OK ? VKT_OK : VKT_ERROR(r->st, "%s", r->msg);
+    return 1;
+}
+
+/* Queue r (filled by the caller) for the progress thread. */
+vkt_status vkt__comm_submit(vkt_comm *c, vkt_comm_req *r)
+{
+    pthread_mutex_lock(&c->mu);
+    vkt_status st = c->err_st;
+    if (st != VKT_OK) {
+        pthread_mutex_unlock(&c->mu);
+        return VKT_ERROR(st, "%s", c->err_msg);
+    }
+    r->c = c;
+    r->next = NULL;
+    r->done = 0;
+    r->seq = c->next_seq++;
+    if (c->q_tail)
+        c->q_tail->next = r;
+    else
+        c->q_head = r;
+    c->q_tail = r;
+    pthread_cond_signal(&c->cv_work);
+    pthread_mutex_unlock(&c->mu);
+    return VKT_OK;
+}
+
+/* Wait for r to finish; the progress thread bounds every collective by its
+ * no-progress deadline, so this wait ends too. */
+vkt_status vkt__comm_finish(vkt_comm_req *r)
+{
+    vkt_comm *c = r->c;
+    pthread_mutex_lock(&c->mu);
+    while (!r->done) pthread_cond_wait(&c->cv_done, &c->mu);
+    pthread_mutex_unlock(&c->mu);
+    if (r->st != VKT_OK) return VKT_ERROR(r->st, "%s", r->msg);
+    return VKT_OK;
+}
+
+/* ----------------------------------------------------------------- setup -- */
+
+typedef struct resolved {
+    int rank, size, serve;
+    double timeout_s;
+    char store_addr[300];
+} resolved;
+
+static vkt_status resolve_opts(const vkt_comm_opts *o, resolved *v)
+{
+    VKT_FAIL_IF(o->struct_size < sizeof(vkt_comm_opts), VKT_ERR_INVALID_ARG,
+                "vkt_comm_create: opts.struct_size is %u, expected %zu; initialise opts with "
+                "VKT_COMM_OPTS_INIT", o->struct_size, sizeof(vkt_comm_opts));
+    v->rank = o->rank >= 0 ? o->rank : (int)vkt__env_int("RANK", -1);
+    v->size = o->world_size >= 0 ? o->world_size : (int)vkt__env_int("WORLD_SIZE", -1);
+    VKT_FAIL_IF(v->size < 1 || v->rank < 0 || v->rank >= v->size, VKT_ERR_INVALID_ARG,
+                "vkt_comm_create: rank %d of world size %d is invalid; set opts.rank and "
+                "opts.world_size (or RANK and WORLD_SIZE) with 0 <= rank < world_size",
+                v->rank, v->size);
+    VKT_FAIL_IF(o->backend == VKT_COMM_BACKEND_GLOO, VKT_ERR_UNSUPPORTED,
+                "vkt_comm_create: backend 'gloo' is not implemented in this build yet; use "
+                "VKT_COMM_BACKEND_AUTO, TCP or SHM");
+    VKT_FAIL_IF((unsigned)o->backend > VKT_COMM_BACKEND_SHM, VKT_ERR_INVALID_ARG,
+                "vkt_comm_create: unknown backend %d", (int)o->backend);
+    v->timeout_s = o->comm_timeout_s > 0 ? o->comm_timeout_s
+                                         : (double)vkt__env_int("VKT_COMM_TIMEOUT_S", 0);
+    if (v->timeout_s <= 0) v->timeout_s = DEFAULT_TIMEOUT_S;
+    v->serve = o->store_server >= 0 ? o->store_server : v->rank == 0;
+    if (o->store_addr) {
+        snprintf(v->store_addr, sizeof v->store_addr, "%s", o->store_addr);
+    } else {
+        const char *h = vkt__env_str("MASTER_ADDR"), *p = vkt__env_str("MASTER_PORT");
+        VKT_FAIL_IF(v->size > 1 && (!h || !p), VKT_ERR_INVALID_ARG,
+                    "vkt_comm_create: no store address; set opts.store_addr or MASTER_ADDR "
+                    "and MASTER_PORT");
+        snprintf(v->store_addr, sizeof v->store_addr, "%s:%s", h ? h : "", p ? p : "");
+    }
+    return VKT_OK;
+}
+
+/* What this rank listens on while the ring forms: one listener per kind. */
+typedef struct listeners {
+    vkt_chan_listener *tcp, *shm;
+    char host_id[128]; /* "" when shared memory is unavailable */
+} listeners;
+
+/* Pick the channel kind for the link to rank peer from its published
+ * addresses ("tcp=...\nshm=...\n"); *addr receives the chosen address. */
+static vkt_status choose_kind(vkt_comm *c, const listeners *ls, char *pub, int peer,
+                              const vkt_channel_ops **ops, const char **addr)
+{
+    char *tcp = strstr(pub, "tcp="), *shm = strstr(pub, "shm=");
+    for (char *p = pub; (p = strchr(p, '\n'));) *p++ = '\0';
+    size_t hl = strlen(ls->host_id);
+    int same_host = shm && hl && strncmp(shm + 4, ls->host_id, hl) == 0 && shm[4 + hl] == '|';
+    if (c->backend == VKT_COMM_BACKEND_SHM || (c->backend == VKT_COMM_BACKEND_AUTO && same_host)) {
+        VKT_FAIL_IF(!shm, VKT_ERR_INVALID_USAGE, "rank %d offers no shared memory; every "
+                    "rank must use the same backend", peer);
+        *ops = &vkt__shm_channel;
+        *addr = shm + 4;
+        return VKT_OK;
+    }
+    VKT_FAIL_IF(!tcp, VKT_ERR_INVALID_USAGE, "rank %d offers no tcp address (backend shm?) "
+                "but is not on this host; use the same backend on every rank", peer);
+    *ops = &vkt__tcp_channel;
+    *addr = tcp + 4;
+    return VKT_OK;
+}
+
+/* One accept attempt on each listener; keeps a channel from prev only. */
+static vkt_status accept_prev(vkt_comm *c, const listeners *ls)
+{
+    vkt_chan_listener *l[2] = {ls->tcp, ls->shm};
+    const vkt_channel_ops *k[2] = {&vkt__tcp_channel, &vkt__shm_channel};
+    int prev = (c->rank + c->size - 1) % c->size;
+    for (int i = 0; i < 2 && !c->from_prev; i++) {
+        int peer = -1;
+        vkt_chan *ch = NULL;
+        if (!l[i]) continue;
+        VKT_CHECK(k[i]->accept(l[i], &ch, &peer));
+        if (ch && peer != prev) {
+            fprintf(stderr, "vktrain: rank %d: unexpected channel from rank %d (expected "
+                    "%d); dropped\n", c->rank, peer, prev);
+            ch->ops->close(ch);
+        } else if (ch) {
+            c->from_prev = ch;
+        }
+    }
+    return VKT_OK;
+}
+
+/* Connect to the next rank and accept the previous one, both at once. */
+static vkt_status connect_ring(vkt_comm *c, const vkt_chan_config *cfg, const listeners *ls,
+                               char *next_pub)
+{
+    int next = (c->rank + 1) % c->size, prev = (c->rank + c->size - 1) % c->size;
+    const vkt_channel_ops *ops = &vkt__tcp_channel;
+    const char *addr = "";
+    vkt_chan_connecting *cs = NULL;
+    double deadline = vkt__now() + c->timeout_s;
+    int backoff = 1;
+    VKT_CHECK(choose_kind(c, ls, next_pub, next, &ops, &addr));
+    vkt_status st = VKT_OK;
+    for (;;) {
+        if (!c->to_next) VKT_CHECK_GOTO(st, ops->connect(cfg, addr, next, &cs, &c->to_next), out);
+        VKT_CHECK_GOTO(st, accept_prev(c, ls), out);
+        if (c->to_next && c->from_prev) break;
+        if (vkt__now() >= deadline) {
+            st = VKT_ERROR(VKT_ERR_TIMEOUT, "rank %d: ring setup: %s within %.0f s; check that "
+                           "rank %d runs and can reach this host", c->rank,
+                           !c->to_next ? "could not connect to the next rank"
+                                       : "the previous rank did not connect",
+                           c->timeout_s, !c->to_next ? next : prev);
+            goto out;
+        }
+        vkt__sleep_ms(backoff); /* setup is one-time: a short sleep beats spinning */
+        backoff = backoff * 2 > 20 ? 20 : backoff * 2;
+    }
+out:
+    ops->abort_connect(cs);
+    return st;
+}
+
+static vkt_status open_listeners(vkt_comm *c, const vkt_chan_config *cfg, const char *host,
+                                 listeners *ls, char *pub, size_t cap)
+{
+    char addr[VKT_CHAN_ADDR_MAX];
+    size_t n = 0;
+    pub[0] = '\0';
+    if (c->backend != VKT_COMM_BACKEND_TCP &&
+        vkt__shm_host_id(ls->host_id, sizeof ls->host_id) == VKT_OK &&
+        vkt__shm_channel.listen(cfg, host, &ls->shm, addr, sizeof addr) == VKT_OK) {
+        n += (size_t)snprintf(pub + n, cap - n, "shm=%s\n", addr);
+    } else {
+        ls->host_id[0] = '\0';
+        VKT_FAIL_IF(c->backend == VKT_COMM_BACKEND_SHM, VKT_ERR_UNSUPPORTED,
+                    "backend shm: %s", vkt_last_error());
+    }
+    if (c->backend != VKT_COMM_BACKEND_SHM) {
+        VKT_CHECK(vkt__tcp_channel.listen(cfg, host, &ls->tcp, addr, sizeof addr));
+        n += (size_t)snprintf(pub + n, cap - n, "tcp=%s\n", addr);
+    }
+    /* Frame sizes follow from chunk_bytes and receivers reduce in place
+     * only without checksums, so ranks must agree on both. */
+    snprintf(pub + n, cap - n, "cfg=%zu,%d\n", c->chunk_bytes, c->checksum);
+    return VKT_OK;
+}
+
+static vkt_status check_peer_cfg(const vkt_comm *c, const char *pub, int peer)
+{
+    const char *p = strstr(pub, "cfg=");
+    char *end = NULL;
+    unsigned long long chunk = p ? strtoull(p + 4, &end, 10) : 0;
+    int checksum = end && *end == ',' ? atoi(end + 1) : -1;
+    VKT_FAIL_IF(chunk != c->chunk_bytes, VKT_ERR_INVALID_USAGE,
+                "rank %d uses chunk_bytes %llu but this rank %zu; give every rank the same "
+                "chunk_bytes (or VKT_COMM_CHUNK_BYTES)", peer, chunk, c->chunk_bytes);
+    VKT_FAIL_IF(checksum != c->checksum, VKT_ERR_INVALID_USAGE,
+                "rank %d has checksums %s but this rank %s; give every rank the same "
+                "checksum option (or VKT_COMM_CHECKSUM)", peer, checksum == 1 ? "on" : "off",
+                c->checksum ? "on" : "off");
+    return VKT_OK;
+}
+
+static vkt_status setup_ring(vkt_comm *c, const char *listen_host)
+{
+    vkt_chan_config cfg = {c->rank, c->checksum, &c->auth};
+    char pub[2 * VKT_CHAN_ADDR_MAX + 300], next_pub[sizeof pub], key[64];
+    size_t len = 0;
+    int next = (c->rank + 1) % c->size;
+    listeners ls = {NULL, NULL, ""};
+    vkt_status st;
+    VKT_CHECK_GOTO(st, open_listeners(c, &cfg, listen_host, &ls, pub, sizeof pub), out);
+    snprintf(key, sizeof key, "vkt/chan/%d", c->rank);
+    VKT_CHECK_GOTO(st, vkt__store_set(c->store, key, pub, strlen(pub)), out);
+    snprintf(key, sizeof key, "vkt/chan/%d", next);
+    st = vkt__store_get(c->store, key, next_pub, sizeof next_pub - 1, &len);
+    if (st != VKT_OK) {
+        vkt__error_context(st, "waiting for rank %d to publish its address", next);
+        goto out;
+    }
+    next_pub[len] = '\0';
+    VKT_CHECK_GOTO(st, check_peer_cfg(c, next_pub, next), out);
+    st = connect_ring(c, &cfg, &ls, next_pub);
+    if (st == VKT_OK) c->link_name = c->to_next->ops->name; /* fixed from now on */
+out:
+    vkt__tcp_channel.close_listener(ls.tcp);
+    vkt__shm_channel.close_listener(ls.shm);
+    return st;
+}
+
+static vkt_status start_thread(vkt_comm *c)
+{
+    c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    VKT_FAIL_IF(c->wake_fd < 0, VKT_ERR_SYSTEM, "eventfd: %s", strerror(errno));
+    size_t chunk = c->chunk_bytes > MIN_STAGING_CHUNK ? c->chunk_bytes : MIN_STAGING_CHUNK;
+    c->staging = vkt_malloc(chunk * VKT_RING_SLOTS);
+    VKT_FAIL_IF(!c->staging, VKT_ERR_NOMEM, "out of memory for %zu bytes of staging",
+                chunk * VKT_RING_SLOTS);
+    VKT_FAIL_IF(pthread_create(&c->thread, NULL, progress_main, c) != 0, VKT_ERR_SYSTEM,
+                "cannot start the progress thread");
+    c->thread_started = 1;
+    return VKT_OK;
+}
+
+static vkt_status init_comm(vkt_comm *c, const vkt_comm_opts *o, const resolved *v)
+{
+    int64_t chunk = (int64_t)o->chunk_bytes;
+    if (!chunk) chunk = vkt__env_int("VKT_COMM_CHUNK_BYTES", DEFAULT_CHUNK);
+    c->chunk_bytes = chunk > 0 ? (size_t)chunk : DEFAULT_CHUNK;
+    c->checksum = o->checksum >= 0 ? o->checksum != 0 : vkt__env_int("VKT_COMM_CHECKSUM", 0) != 0;
+    VKT_CHECK(vkt__auth_init(&c->auth, o->job_secret, o->allow_unauthenticated));
+    if (v->size > 1) {
+        VKT_CHECK(vkt__store_open(v->store_addr, v->serve, &c->auth, v->timeout_s, &c->server,
+                                  &c->store));
+        /* Listen where peers can reach us: the address our store connection
+         * uses (it routes to rank 0), or for a file store this host's name. */
+        char ip[64];
+        const char *host = o->listen_addr;
+        if (!host && vkt__store_local_ip(c->store)[0]) host = vkt__store_local_ip(c->store);
+        if (!host && vkt__net_default_ip(ip, sizeof ip) == VKT_OK) host = ip;
+        VKT_CHECK(setup_ring(c, host));
+    }
+    VKT_CHECK(start_thread(c));
+    /* Prove the ring carries data before anyone uses it. This barrier is
+     * collective #0 (a 1-rank comm just skips the number). */
+    if (v->size == 1) c->next_seq = 1;
+    return v->size > 1 ? vkt_comm_barrier(c) : VKT_OK;
+}
+
+vkt_status vkt_comm_create(const vkt_comm_opts *opts, vkt_comm **out)
+{
+    resolved v;
+    VKT_FAIL_IF(!out, VKT_ERR_INVALID_ARG, "vkt_comm_create: out is NULL");
+    *out = NULL;
+    VKT_FAIL_IF(!opts, VKT_ERR_INVALID_ARG, "vkt_comm_create: opts is NULL");
+    VKT_CHECK(resolve_opts(opts, &v));
+    vkt_comm *c = vkt_calloc(1, sizeof *c);
+    VKT_FAIL_IF(!c, VKT_ERR_NOMEM, "vkt_comm_create: out of memory");
+    c->magic = VKT_COMM_MAGIC;
+    c->wake_fd = -1;
+    c->link_name = v.size == 1 ? "none" : NULL;
+    c->rank = v.rank;
+    c->size = v.size;
+    c->timeout_s = v.timeout_s;
+    c->backend = opts->backend;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv_work, NULL);
+    pthread_cond_init(&c->cv_done, NULL);
+    vkt_status st = init_comm(c, opts, &v);
+    if (st != VKT_OK) {
+        vkt__error_context(st, "rank %d of %d: joining the job via %s", v.rank, v.size,
+                           v.size > 1 ? v.store_addr : "(no store)");
+        vkt_comm_destroy(c);
+        return st;
+    }
+    *out = c;
+    return VKT_OK;
+}
+
+void vkt_comm_destroy(vkt_comm *c)
+{
+    if (!c || c->magic != VKT_COMM_MAGIC) return;
+    if (c->thread_started) {
+        pthread_mutex_lock(&c->mu);
+        c->stop = 1;
+        pthread_cond_signal(&c->cv_work);
+        pthread_mutex_unlock(&c->mu);
+        pthread_join(c->thread, NULL);
+    }
+    close_channels(c);
+    vkt__store_close(c->store);
+    vkt__store_tcp_stop(c->server);
+    pthread_cond_destroy(&c->cv_done);
+    pthread_cond_destroy(&c->cv_work);
+    pthread_mutex_destroy(&c->mu);
+    vkt_free(c->staging);
+    vkt_free(c->scratch);
+    vkt__close(c->wake_fd);
+    c->magic = 0;
+    vkt_free(c);
+}
+
+const char *vkt_comm_link(const vkt_comm *c)
+{
+    if (!c || c->magic != VKT_COMM_MAGIC) return "invalid";
+    return c->link_name ? c->link_name : "invalid";
+}
+
+int vkt_comm_rank(const vkt_comm *c) { return c && c->magic == VKT_COMM_MAGIC ? c->rank : -1; }
+
+int vkt_comm_size(const vkt_comm *c) { return c && c->magic == VKT_COMM_MAGIC ? c->size : -1; }
+
+vkt_status vkt_comm_abort(vkt_comm *c)
+{
+    VKT_FAIL_IF(!c || c->magic != VKT_COMM_MAGIC, VKT_ERR_INVALID_ARG,
+                "vkt_comm_abort: not a communicator");
+    atomic_store(&c->aborted, 1);
+    pthread_mutex_lock(&c->mu);
+    if (c->err_st == VKT_OK) {
+        c->err_st = VKT_ERR_INVALID_USAGE;
+        snprintf(c->err_msg, sizeof c->err_msg, "rank %d: the communicator was aborted by "
+                 "vkt_comm_abort; destroy it", c->rank);
+    }
+    pthread_mutex_unlock(&c->mu);
+    uint64_t one = 1;
+    while (c->wake_fd >= 0 && write(c->wake_fd, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+    return VKT_OK;
+}
+
+vkt_status vkt_comm_async_error(vkt_comm *c)
+{
+    VKT_FAIL_IF(!c || c->magic != VKT_COMM_MAGIC, VKT_ERR_INVALID_ARG,
+                "vkt_comm_async_error: not a communicator");
+    pthread_mutex_lock(&c->mu);
+    vkt_status st = c->err_st;
+    if (st != VKT_OK) VKT_ERROR(st, "%s", c->err_msg);
+    pthread_mutex_unlock(&c->mu);
+    return st;
+}

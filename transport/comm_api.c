@@ -1,0 +1,194 @@
+/* Public collective entry points: argument checks, then a request for the
+ * progress thread (comm.c). The synchronous forms keep their request on the
+ * stack, so a blocking collective allocates nothing. */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "comm_int.h"
+
+static vkt_status check_common(const char *fn, vkt_comm *c, size_t count, size_t mult,
+                               vkt_dtype t, vkt_redop op, int check_op)
+{
+    VKT_FAIL_IF(!c || c->magic != VKT_COMM_MAGIC, VKT_ERR_INVALID_ARG,
+                "%s: comm is NULL or not a communicator", fn);
+    VKT_FAIL_IF(!vkt_dtype_size(t), VKT_ERR_INVALID_ARG, "%s: unknown dtype %d", fn, (int)t);
+    VKT_FAIL_IF(check_op && (unsigned)op >= VKT_REDOP_COUNT_, VKT_ERR_INVALID_ARG,
+                "%s: unknown reduction op %d", fn, (int)op);
+    VKT_FAIL_IF(count > SIZE_MAX / vkt_dtype_size(t) / mult, VKT_ERR_INVALID_ARG,
+                "%s: count %zu of %s overflows the address space", fn, count, vkt_dtype_name(t));
+    return VKT_OK;
+}
+
+static vkt_status fill(vkt_comm_req *r, vkt__op_kind kind, const void *sb, void *rb,
+                       size_t count, vkt_dtype t, vkt_redop op, int root)
+{
+    memset(r, 0, offsetof(vkt_comm_req, msg));
+    r->msg[0] = '\0';
+    r->kind = kind;
+    r->sendbuf = sb;
+    r->recvbuf = rb;
+    r->count = count;
+    r->dtype = t;
+    r->op = op;
+    r->root = root;
+    return VKT_OK;
+}
+
+/* Issue r: synchronously (req_out NULL, r on the caller's stack) or as a
+ * heap copy handed back through *req_out. */
+static vkt_status issue(vkt_comm *c, vkt_comm_req *r, vkt_comm_req **req_out)
+{
+    if (!req_out) {
+        vkt_status st;
+        if (vkt__comm_try_inline(c, r, &st)) return st;
+        VKT_CHECK(vkt__comm_submit(c, r));
+        return vkt__comm_finish(r);
+    }
+    vkt_comm_req *h = vkt_malloc(sizeof *h);
+    VKT_FAIL_IF(!h, VKT_ERR_NOMEM, "%s: out of memory for a request", vkt__op_name(r->kind));
+    memcpy(h, r, sizeof *h);
+    h->heap = 1;
+    vkt_status st = vkt__comm_submit(c, h);
+    if (st != VKT_OK) {
+        vkt_free(h);
+        return st;
+    }
+    *req_out = h;
+    return VKT_OK;
+}
+
+static vkt_status allreduce(vkt_comm *c, const void *sb, void *rb, size_t n, vkt_dtype t,
+                            vkt_redop op, vkt_comm_req **req)
+{
+    vkt_comm_req r;
+    VKT_CHECK(check_common("vkt_comm_allreduce", c, n, 1, t, op, 1));
+    VKT_FAIL_IF(n && (!sb || !rb), VKT_ERR_INVALID_ARG, "vkt_comm_allreduce: NULL buffer");
+    fill(&r, VKT_OPK_ALLREDUCE, sb, rb, n, t, op, 0);
+    return issue(c, &r, req);
+}
+
+static vkt_status reduce_scatter(vkt_comm *c, const void *sb, void *rb, size_t n,
+                                 vkt_dtype t, vkt_redop op, vkt_comm_req **req)
+{
+    vkt_comm_req r;
+    VKT_CHECK(check_common("vkt_comm_reduce_scatter", c, n, (size_t)c->size, t, op, 1));
+    VKT_FAIL_IF(n && (!sb || !rb), VKT_ERR_INVALID_ARG, "vkt_comm_reduce_scatter: NULL buffer");
+    fill(&r, VKT_OPK_REDUCE_SCATTER, sb, rb, n, t, op, 0);
+    return issue(c, &r, req);
+}
+
+static vkt_status allgather(vkt_comm *c, const void *sb, void *rb, size_t n, vkt_dtype t,
+                            vkt_comm_req **req)
+{
+    vkt_comm_req r;
+    VKT_CHECK(check_common("vkt_comm_allgather", c, n, (size_t)c->size, t, 0, 0));
+    VKT_FAIL_IF(n && (!sb || !rb), VKT_ERR_INVALID_ARG, "vkt_comm_allgather: NULL buffer");
+    fill(&r, VKT_OPK_ALLGATHER, sb, rb, n, t, 0, 0);
+    return issue(c, &r, req);
+}
+
+static vkt_status broadcast(vkt_comm *c, void *buf, size_t n, vkt_dtype t, int root,
+                            vkt_comm_req **req)
+{
+    vkt_comm_req r;
+    VKT_CHECK(check_common("vkt_comm_broadcast", c, n, 1, t, 0, 0));
+    VKT_FAIL_IF(n && !buf, VKT_ERR_INVALID_ARG, "vkt_comm_broadcast: NULL buffer");
+    VKT_FAIL_IF(root < 0 || root >= c->size, VKT_ERR_INVALID_ARG,
+                "vkt_comm_broadcast: root %d is not a rank of this %d-rank job", root, c->size);
+    fill(&r, VKT_OPK_BROADCAST, buf, buf, n, t, 0, root);
+    return issue(c, &r, req);
+}
+
+static vkt_status barrier(vkt_comm *c, vkt_comm_req **req)
+{
+    vkt_comm_req r;
+    VKT_FAIL_IF(!c || c->magic != VKT_COMM_MAGIC, VKT_ERR_INVALID_ARG,
+                "vkt_comm_barrier: comm is NULL or not a communicator");
+    fill(&r, VKT_OPK_BARRIER, NULL, NULL, 0, VKT_DTYPE_I32, 0, 0);
+    return issue(c, &r, req);
+}
+
+/* --------------------------------------------------------- public wrappers -- */
+
+vkt_status vkt_comm_allreduce(vkt_comm *c, const void *sb, void *rb, size_t n, vkt_dtype t,
+                              vkt_redop op)
+{
+    return allreduce(c, sb, rb, n, t, op, NULL);
+}
+
+vkt_status vkt_comm_reduce_scatter(vkt_comm *c, const void *sb, void *rb, size_t n,
+                                   vkt_dtype t, vkt_redop op)
+{
+    return reduce_scatter(c, sb, rb, n, t, op, NULL);
+}
+
+vkt_status vkt_comm_allgather(vkt_comm *c, const void *sb, void *rb, size_t n, vkt_dtype t)
+{
+    return allgather(c, sb, rb, n, t, NULL);
+}
+
+vkt_status vkt_comm_broadcast(vkt_comm *c, void *buf, size_t n, vkt_dtype t, int root)
+{
+    return broadcast(c, buf, n, t, root, NULL);
+}
+
+vkt_status vkt_comm_barrier(vkt_comm *c) { return barrier(c, NULL); }
+
+#define ASYNC_GUARD(req)                                                                   \
+    do {                                                                                   \
+        VKT_FAIL_IF(!(req), VKT_ERR_INVALID_ARG, "%s: req is NULL", __func__);             \
+        *(req) = NULL;                                                                     \
+    } while (0)
+
+vkt_status vkt_comm_allreduce_async(vkt_comm *c, const void *sb, void *rb, size_t n,
+                                    vkt_dtype t, vkt_redop op, vkt_comm_req **req)
+{
+    ASYNC_GUARD(req);
+    return allreduce(c, sb, rb, n, t, op, req);
+}
+
+vkt_status vkt_comm_reduce_scatter_async(vkt_comm *c, const void *sb, void *rb, size_t n,
+                                         vkt_dtype t, vkt_redop op, vkt_comm_req **req)
+{
+    ASYNC_GUARD(req);
+    return reduce_scatter(c, sb, rb, n, t, op, req);
+}
+
+vkt_status vkt_comm_allgather_async(vkt_comm *c, const void *sb, void *rb, size_t n,
+                                    vkt_dtype t, vkt_comm_req **req)
+{
+    ASYNC_GUARD(req);
+    return allgather(c, sb, rb, n, t, req);
+}
+
+vkt_status vkt_comm_broadcast_async(vkt_comm *c, void *buf, size_t n, vkt_dtype t, int root,
+                                    vkt_comm_req **req)
+{
+    ASYNC_GUARD(req);
+    return broadcast(c, buf, n, t, root, req);
+}
+
+vkt_status vkt_comm_barrier_async(vkt_comm *c, vkt_comm_req **req)
+{
+    ASYNC_GUARD(req);
+    return barrier(c, req);
+}
+
+vkt_status vkt_comm_wait(vkt_comm_req *req)
+{
+    VKT_FAIL_IF(!req || !req->heap, VKT_ERR_INVALID_ARG,
+                "vkt_comm_wait: req is NULL or not from an _async call");
+    vkt_status st = vkt__comm_finish(req);
+    vkt_free(req);
+    return st;
+}
+
+vkt_status vkt_comm_test(vkt_comm_req *req, int *done)
+{
+    VKT_FAIL_IF(!req || !done, VKT_ERR_INVALID_ARG, "vkt_comm_test: NULL argument");
+    pthread_mutex_lock(&req->c->mu);
+    *done = req->done;
+    pthread_mutex_unlock(&req->c->mu);
+    return VKT_OK;
+}

@@ -1,0 +1,421 @@
+/* TCP rendezvous store: a tiny key-value server (one thread per connection,
+ * which is plenty for the handful of requests each rank makes at start-up)
+ * and its client.
+ *
+ * Wire protocol, native byte order (the ranks of one job share an ABI):
+ *   accept:   server -> 32-byte nonce
+ *             client -> HMAC(key, nonce)
+ *             server -> 1 byte: 1 accepted, 0 refused (then closes)
+ *   request:  {u32 op, u32 keylen, u64 arg} key [value, arg bytes, for SET]
+ *   response: {u32 status, u32 0, u64 val} [value, val bytes, for GET] */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "transport_int.h"
+
+enum { OP_SET = 1, OP_GET = 2, OP_ADD = 3 };
+enum { RESP_OK = 0, RESP_NOTFOUND = 1, RESP_BAD = 2 };
+
+#define KEY_MAX 1024u
+#define VAL_MAX (1u << 20)
+#define HANDSHAKE_S 10.0
+#define MAX_CLIENTS 4096
+
+typedef struct req_hdr {
+    uint32_t op, keylen;
+    uint64_t arg;
+} req_hdr;
+typedef struct resp_hdr {
+    uint32_t status, pad;
+    uint64_t val;
+} resp_hdr;
+
+typedef struct kv {
+    char *key;
+    void *val;
+    size_t len;
+} kv;
+
+typedef struct client {
+    int fd;
+    pthread_t thread;
+    struct vkt__store_server *srv;
+    char peer[64];
+} client;
+
+struct vkt__store_server {
+    int lfd, wake[2];
+    pthread_t acceptor;
+    vkt__auth auth;
+    pthread_mutex_t mu; /* guards kvs and clients */
+    kv *kvs;
+    size_t nkv, capkv;
+    client *clients[MAX_CLIENTS];
+    int nclients;
+};
+
+/* ---------------------------------------------------------------- server -- */
+
+static kv *kv_find(struct vkt__store_server *s, const char *key)
+{
+    for (size_t i = 0; i < s->nkv; i++)
+        if (strcmp(s->kvs[i].key, key) == 0) return &s->kvs[i];
+    return NULL;
+}
+
+/* Insert or find key; NULL when out of memory. Caller holds mu. */
+static kv *kv_slot(struct vkt__store_server *s, const char *key)
+{
+    kv *e = kv_find(s, key);
+    if (e) return e;
+    if (s->nkv == s->capkv) {
+        size_t cap = s->capkv ? s->capkv * 2 : 64;
+        kv *n = vkt_realloc(s->kvs, cap * sizeof *n);
+        if (!n) return NULL;
+        s->kvs = n;
+        s->capkv = cap;
+    }
+    e = &s->kvs[s->nkv];
+    e->key = vkt_strdup(key);
+    if (!e->key) return NULL;
+    e->val = NULL;
+    e->len = 0;
+    s->nkv++;
+    return e;
+}
+
+static int serve_handshake(client *cl)
+{
+    unsigned char nonce[VKT_AUTH_NONCE_BYTES], mac[VKT_AUTH_MAC_BYTES], ok;
+    double deadline = vkt__now() + HANDSHAKE_S;
+    vkt__random(nonce, sizeof nonce);
+    if (vkt__net_write_all(cl->fd, nonce, sizeof nonce, deadline, "store client") ||
+        vkt__net_read_all(cl->fd, mac, sizeof mac, deadline, "store client")) {
+        fprintf(stderr, "vktrain: store: dropped connection from %s during the handshake: %s\n",
+                cl->peer, vkt_last_error());
+        return 0;
+    }
+    ok = (unsigned char)vkt__auth_verify(&cl->srv->auth, nonce, sizeof nonce, mac);
+    (void)vkt__net_write_all(cl->fd, &ok, 1, deadline, "store client");
+    if (!ok)
+        fprintf(stderr, "vktrain: store: refused connection from %s: wrong job secret (it "
+                        "is not part of this job, or its VKT_JOB_SECRET differs)\n",
+                cl->peer);
+    return ok;
+}
+
+/* Apply one request under the lock; fills resp and, for GET, a value copy. */
+static void apply(struct vkt__store_server *s, const req_hdr *h, const char *key, void *val,
+                  resp_hdr *r, void **out, size_t *outlen)
+{
+    pthread_mutex_lock(&s->mu);
+    kv *e = h->op == OP_GET ? kv_find(s, key) : kv_slot(s, key);
+    *r = (resp_hdr){RESP_OK, 0, 0};
+    if (!e) {
+        r->status = h->op == OP_GET ? RESP_NOTFOUND : RESP_BAD;
+    } else if (h->op == OP_SET) {
+        vkt_free(e->val);
+        e->val = val; /* ownership moves into the table */
+        e->len = h->arg;
+        val = NULL;
+    } else if (h->op == OP_GET) {
+        *out = vkt_malloc(e->len);
+        if (*out) memcpy(*out, e->val, e->len);
+        *outlen = e->len;
+        r->status = *out ? RESP_OK : RESP_BAD;
+        r->val = e->len;
+    } else { /* ADD: counters are stored as int64 values */
+        int64_t v = 0;
+        if (e->len == sizeof v) memcpy(&v, e->val, sizeof v);
+        v = (int64_t)((uint64_t)v + h->arg);
+        void *nv = e->len == sizeof v ? e->val : vkt_malloc(sizeof v);
+        if (nv) {
+            if (nv != e->val) vkt_free(e->val);
+            memcpy(nv, &v, sizeof v);
+            e->val = nv;
+            e->len = sizeof v;
+        }
+        r->status = nv ? RESP_OK : RESP_BAD;
+        r->val = (uint64_t)v;
+    }
+    pthread_mutex_unlock(&s->mu);
+    vkt_free(val);
+}
+
+/* Serve one request; returns 0 when the connection should close. */
+static int serve_one(client *cl)
+{
+    const double forever = 1e300;
+    req_hdr h;
+    char key[KEY_MAX + 1];
+    void *val = NULL, *out = NULL;
+    size_t outlen = 0;
+    resp_hdr r;
+    if (vkt__net_read_all(cl->fd, &h, sizeof h, forever, "store client")) return 0;
+    if (h.keylen == 0 || h.keylen > KEY_MAX || (h.op == OP_SET && h.arg > VAL_MAX) ||
+        h.op < OP_SET || h.op > OP_ADD) {
+        fprintf(stderr, "vktrain: store: malformed request from %s; closing it\n", cl->peer);
+        return 0;
+    }
+    if (vkt__net_read_all(cl->fd, key, h.keylen, vkt__now() + HANDSHAKE_S, "store client"))
+        return 0;
+    key[h.keylen] = '\0';
+    if (h.op == OP_SET) {
+        val = vkt_malloc(h.arg);
+        if (!val || vkt__net_read_all(cl->fd, val, h.arg, vkt__now() + HANDSHAKE_S,
+                                      "store client")) {
+            vkt_free(val);
+            return 0;
+        }
+    }
+    apply(cl->srv, &h, key, val, &r, &out, &outlen);
+    int ok = vkt__net_write_all(cl->fd, &r, sizeof r, vkt__now() + HANDSHAKE_S,
+                                "store client") == VKT_OK;
+    if (ok && out)
+        ok = vkt__net_write_all(cl->fd, out, outlen, vkt__now() + HANDSHAKE_S,
+                                "store client") == VKT_OK;
+    vkt_free(out);
+    return ok;
+}
+
+static void *client_main(void *arg)
+{
+    client *cl = arg;
+    if (serve_handshake(cl))
+        while (serve_one(cl)) {
+        }
+    /* The fd stays open until stop joins us, so it cannot be reused under a
+     * concurrent shutdown(). */
+    shutdown(cl->fd, SHUT_RDWR);
+    return NULL;
+}
+
+static void add_client(struct vkt__store_server *s, int fd)
+{
+    client *cl = vkt_calloc(1, sizeof *cl);
+    if (!cl || s->nclients == MAX_CLIENTS) {
+        fprintf(stderr, "vktrain: store: too many connections; dropping one\n");
+        vkt_free(cl);
+        vkt__close(fd);
+        return;
+    }
+    cl->fd = fd;
+    cl->srv = s;
+    struct sockaddr_storage ss; /* the peer's address, for the log */
+    socklen_t sl = sizeof ss;
+    strcpy(cl->peer, "?");
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+        (void)getnameinfo((struct sockaddr *)&ss, sl, cl->peer, sizeof cl->peer, NULL, 0,
+                          NI_NUMERICHOST);
+    if (pthread_create(&cl->thread, NULL, client_main, cl) != 0) {
+        vkt__close(fd);
+        vkt_free(cl);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    s->clients[s->nclients++] = cl;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void *acceptor_main(void *arg)
+{
+    struct vkt__store_server *s = arg;
+    for (;;) {
+        struct pollfd p[2] = {{s->lfd, POLLIN, 0}, {s->wake[0], POLLIN, 0}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (p[1].revents) break;
+        int fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) continue;
+        vkt__net_tune(fd);
+        add_client(s, fd);
+    }
+    return NULL;
+}
+
+vkt_status vkt__store_tcp_serve(const char *host, int port, const vkt__auth *auth,
+                                vkt__store_server **out, int *port_out)
+{
+    vkt_status st = VKT_OK;
+    struct vkt__store_server *s = vkt_calloc(1, sizeof *s);
+    *out = NULL;
+    VKT_FAIL_IF(!s, VKT_ERR_NOMEM, "tcp store: out of memory");
+    s->lfd = s->wake[0] = s->wake[1] = -1;
+    s->auth = *auth;
+    pthread_mutex_init(&s->mu, NULL);
+    VKT_CHECK_GOTO(st, vkt__net_listen(host, port, &s->lfd, port_out), fail);
+    if (pipe2(s->wake, O_CLOEXEC) != 0) {
+        st = VKT_ERROR(VKT_ERR_SYSTEM, "tcp store: pipe: %s", strerror(errno));
+        goto fail;
+    }
+    if (pthread_create(&s->acceptor, NULL, acceptor_main, s) != 0) {
+        st = VKT_ERROR(VKT_ERR_SYSTEM, "tcp store: cannot start its thread");
+        goto fail;
+    }
+    *out = s;
+    return VKT_OK;
+fail:
+    vkt__close(s->lfd);
+    vkt__close(s->wake[0]);
+    vkt__close(s->wake[1]);
+    pthread_mutex_destroy(&s->mu);
+    vkt_free(s);
+    return vkt__error_context(st, "rank 0 serving the rendezvous store on %s:%d", host, port);
+}
+
+void vkt__store_tcp_stop(vkt__store_server *s)
+{
+    if (!s) return;
+    char b = 1;
+    while (write(s->wake[1], &b, 1) < 0 && errno == EINTR) {
+    }
+    pthread_join(s->acceptor, NULL);
+    /* No new clients now; wake each client thread out of its read and join. */
+    for (int i = 0; i < s->nclients; i++) shutdown(s->clients[i]->fd, SHUT_RDWR);
+    for (int i = 0; i < s->nclients; i++) {
+        pthread_join(s->clients[i]->thread, NULL);
+        vkt__close(s->clients[i]->fd);
+        vkt_free(s->clients[i]);
+    }
+    for (size_t i = 0; i < s->nkv; i++) {
+        vkt_free(s->kvs[i].key);
+        vkt_free(s->kvs[i].val);
+    }
+    vkt_free(s->kvs);
+    vkt__close(s->lfd);
+    vkt__close(s->wake[0]);
+    vkt__close(s->wake[1]);
+    pthread_mutex_destroy(&s->mu);
+    vkt_free(s);
+}
+
+/* ---------------------------------------------------------------- client -- */
+
+typedef struct tcp_store {
+    vkt__store base;
+    int fd;
+    pthread_mutex_t mu; /* one request at a time on the connection */
+} tcp_store;
+
+/* Send a request and read the response header (and GET's value). */
+static vkt_status roundtrip(tcp_store *t, uint32_t op, const char *key, uint64_t arg,
+                            const void *val, resp_hdr *r, void *buf, size_t cap, size_t *len)
+{
+    size_t kl = strlen(key);
+    VKT_FAIL_IF(kl == 0 || kl > KEY_MAX, VKT_ERR_INVALID_ARG, "store key '%s': bad length", key);
+    req_hdr h = {op, (uint32_t)kl, arg};
+    double deadline = vkt__now() + t->base.timeout_s;
+    const char *what = t->base.desc;
+    vkt_status st;
+    pthread_mutex_lock(&t->mu);
+    VKT_CHECK_GOTO(st, vkt__net_write_all(t->fd, &h, sizeof h, deadline, what), out);
+    VKT_CHECK_GOTO(st, vkt__net_write_all(t->fd, key, kl, deadline, what), out);
+    if (op == OP_SET) VKT_CHECK_GOTO(st, vkt__net_write_all(t->fd, val, arg, deadline, what), out);
+    VKT_CHECK_GOTO(st, vkt__net_read_all(t->fd, r, sizeof *r, deadline, what), out);
+    if (op == OP_GET && r->status == RESP_OK) {
+        if (r->val > cap) {
+            /* Drain the value so the connection stays in step for later calls. */
+            char sink[256];
+            for (uint64_t left = r->val; left > 0 && st == VKT_OK;) {
+                size_t n = left < sizeof sink ? (size_t)left : sizeof sink;
+                st = vkt__net_read_all(t->fd, sink, n, deadline, what);
+                left -= n;
+            }
+            if (st == VKT_OK)
+                st = VKT_ERROR(VKT_ERR_CORRUPT, "%s: value of '%s' has %llu bytes, expected "
+                               "at most %zu", what, key, (unsigned long long)r->val, cap);
+            goto out;
+        }
+        VKT_CHECK_GOTO(st, vkt__net_read_all(t->fd, buf, r->val, deadline, what), out);
+        *len = r->val;
+    }
+    if (r->status == RESP_BAD)
+        st = VKT_ERROR(VKT_ERR_REMOTE, "%s: the server failed '%s' (out of memory?)", what, key);
+out:
+    pthread_mutex_unlock(&t->mu);
+    return st;
+}
+
+static vkt_status tcp_set(vkt__store *s, const char *key, const void *val, size_t len)
+{
+    resp_hdr r;
+    VKT_FAIL_IF(len > VAL_MAX, VKT_ERR_INVALID_ARG, "store value for '%s' too large", key);
+    return roundtrip((tcp_store *)s, OP_SET, key, len, val, &r, NULL, 0, NULL);
+}
+
+static vkt_status tcp_try_get(vkt__store *s, const char *key, void *buf, size_t cap,
+                              size_t *len, int *found)
+{
+    resp_hdr r;
+    VKT_CHECK(roundtrip((tcp_store *)s, OP_GET, key, 0, NULL, &r, buf, cap, len));
+    *found = r.status == RESP_OK;
+    return VKT_OK;
+}
+
+static vkt_status tcp_add(vkt__store *s, const char *key, int64_t delta, int64_t *result)
+{
+    resp_hdr r;
+    VKT_CHECK(roundtrip((tcp_store *)s, OP_ADD, key, (uint64_t)delta, NULL, &r, NULL, 0, NULL));
+    *result = (int64_t)r.val;
+    return VKT_OK;
+}
+
+static void tcp_close(vkt__store *s)
+{
+    tcp_store *t = (tcp_store *)s;
+    vkt__close(t->fd);
+    pthread_mutex_destroy(&t->mu);
+    vkt_free(t);
+}
+
+static const vkt__store_ops tcp_ops = {tcp_set, tcp_try_get, tcp_add, tcp_close};
+
+static vkt_status client_handshake(tcp_store *t, const vkt__auth *auth, double deadline)
+{
+    unsigned char nonce[VKT_AUTH_NONCE_BYTES], mac[VKT_AUTH_MAC_BYTES], ok = 0;
+    const char *what = t->base.desc;
+    VKT_CHECK(vkt__net_read_all(t->fd, nonce, sizeof nonce, deadline, what));
+    vkt__auth_mac(auth, nonce, sizeof nonce, mac);
+    VKT_CHECK(vkt__net_write_all(t->fd, mac, sizeof mac, deadline, what));
+    vkt_status st = vkt__net_read_all(t->fd, &ok, 1, deadline, what);
+    VKT_FAIL_IF(st != VKT_OK || ok != 1, VKT_ERR_REMOTE,
+                "%s refused this rank's job secret; give every rank the same VKT_JOB_SECRET "
+                "(or all none, with allow_unauthenticated)", what);
+    return VKT_OK;
+}
+
+vkt_status vkt__store_tcp_connect(const char *host, int port, const vkt__auth *auth,
+                                  double timeout_s, vkt__store **out)
+{
+    vkt_status st;
+    tcp_store *t = vkt_calloc(1, sizeof *t);
+    *out = NULL;
+    VKT_FAIL_IF(!t, VKT_ERR_NOMEM, "tcp store: out of memory");
+    t->base.ops = &tcp_ops;
+    t->base.timeout_s = timeout_s;
+    snprintf(t->base.desc, sizeof t->base.desc, "tcp store %s:%d", host, port);
+    pthread_mutex_init(&t->mu, NULL);
+    double deadline = vkt__now() + timeout_s;
+    VKT_CHECK_GOTO(st, vkt__net_connect(host, port, deadline, t->base.desc, &t->fd), fail);
+    VKT_CHECK_GOTO(st, client_handshake(t, auth, deadline), fail);
+    VKT_CHECK_GOTO(st, vkt__net_local_ip(t->fd, t->base.local_ip, sizeof t->base.local_ip),
+                   fail);
+    *out = &t->base;
+    return VKT_OK;
+fail:
+    vkt__close(t->fd);
+    pthread_mutex_destroy(&t->mu);
+    vkt_free(t);
+    return st;
+}
+
+const char *vkt__store_local_ip(const vkt__store *s) { return s->local_ip; }
