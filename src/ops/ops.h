@@ -3,6 +3,7 @@
 #ifndef VKT_OPS_H
 #define VKT_OPS_H
 
+#include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "ops/ops_int.h"
 
