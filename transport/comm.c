@@ -32,6 +32,7 @@ const char *vkt__op_name(vkt__op_kind k)
 
 static void close_channels(vkt_comm *c)
 {
+    vkt__gloo_close(c->gloo);
     if (c->to_next) c->to_next->ops->close(c->to_next);
     if (c->from_prev) c->from_prev->ops->close(c->from_prev);
     c->to_next = c->from_prev = NULL;
@@ -100,6 +101,19 @@ static void diagnose(vkt_comm *c, vkt_comm_req *r, char *out, size_t cap)
                                   "or dead: check its log)", q);
 }
 
+/* Backend gloo: Gloo runs the whole collective (one "step" for messages). */
+static vkt_status run_gloo(vkt_comm *c, vkt_comm_req *r)
+{
+    static const vkt__gloo_kind kinds[] = {VKT_GLOO_ALLREDUCE, VKT_GLOO_REDUCE_SCATTER,
+                                           VKT_GLOO_ALLGATHER, VKT_GLOO_BROADCAST,
+                                           VKT_GLOO_BARRIER};
+    vkt__gloo_op op = {kinds[r->kind], r->sendbuf, r->recvbuf, r->count, r->dtype, r->op,
+                       r->root, r->seq};
+    c->step = 0;
+    c->nsteps = 1;
+    return vkt__gloo_run(c->gloo, &op);
+}
+
 /* Run one request and fill in its status and message. */
 static void execute(vkt_comm *c, vkt_comm_req *r)
 {
@@ -112,7 +126,7 @@ static void execute(vkt_comm *c, vkt_comm_req *r)
         return;
     }
     record_flight(c, r, 0, VKT_OK);
-    vkt_status st = vkt__ring_run(c, r);
+    vkt_status st = c->gloo ? run_gloo(c, r) : vkt__ring_run(c, r);
     record_flight(c, r, 1, st);
     r->st = st;
     if (st == VKT_OK) return;
@@ -236,11 +250,12 @@ static vkt_status resolve_opts(const vkt_comm_opts *o, resolved *v)
                 "vkt_comm_create: rank %d of world size %d is invalid; set opts.rank and "
                 "opts.world_size (or RANK and WORLD_SIZE) with 0 <= rank < world_size",
                 v->rank, v->size);
-    VKT_FAIL_IF(o->backend == VKT_COMM_BACKEND_GLOO, VKT_ERR_UNSUPPORTED,
-                "vkt_comm_create: backend 'gloo' is not implemented in this build yet; use "
-                "VKT_COMM_BACKEND_AUTO, TCP or SHM");
-    VKT_FAIL_IF((unsigned)o->backend > VKT_COMM_BACKEND_SHM, VKT_ERR_INVALID_ARG,
+    VKT_FAIL_IF((unsigned)o->backend > VKT_COMM_BACKEND_GLOO, VKT_ERR_INVALID_ARG,
                 "vkt_comm_create: unknown backend %d", (int)o->backend);
+    if (o->backend == VKT_COMM_BACKEND_GLOO && !vkt__gloo_built()) {
+        vkt__gloo *none = NULL; /* the stub's message says how to get Gloo */
+        return vkt__gloo_create(NULL, 0, 0, NULL, 0, &none);
+    }
     v->timeout_s = o->comm_timeout_s > 0 ? o->comm_timeout_s
                                          : (double)vkt__env_int("VKT_COMM_TIMEOUT_S", 0);
     if (v->timeout_s <= 0) v->timeout_s = DEFAULT_TIMEOUT_S;
@@ -367,6 +382,9 @@ static vkt_status open_listeners(vkt_comm *c, const vkt_chan_config *cfg, const 
 
 static vkt_status check_peer_cfg(const vkt_comm *c, const char *pub, int peer)
 {
+    VKT_FAIL_IF(strncmp(pub, "gloo=", 5) == 0, VKT_ERR_INVALID_USAGE,
+                "rank %d uses backend gloo but this rank does not; use the same backend on "
+                "every rank", peer);
     const char *p = strstr(pub, "cfg=");
     char *end = NULL;
     unsigned long long chunk = p ? strtoull(p + 4, &end, 10) : 0;
@@ -408,6 +426,29 @@ out:
     return st;
 }
 
+/* Backend gloo: check that the next rank uses Gloo too (a mix would wait out
+ * the deadline in two different rendezvous), then let Gloo connect its mesh
+ * through our store. */
+static vkt_status setup_gloo(vkt_comm *c, const char *listen_host)
+{
+    char key[64], next_pub[2 * VKT_CHAN_ADDR_MAX + 300];
+    size_t len = 0;
+    int next = (c->rank + 1) % c->size;
+    snprintf(key, sizeof key, "vkt/chan/%d", c->rank);
+    VKT_CHECK(vkt__store_set(c->store, key, "gloo=1\n", 7));
+    snprintf(key, sizeof key, "vkt/chan/%d", next);
+    vkt_status st = vkt__store_get(c->store, key, next_pub, sizeof next_pub - 1, &len);
+    if (st != VKT_OK)
+        return vkt__error_context(st, "waiting for rank %d to publish its address", next);
+    VKT_FAIL_IF(len < 7 || memcmp(next_pub, "gloo=1\n", 7) != 0, VKT_ERR_INVALID_USAGE,
+                "rank %d does not use backend gloo but this rank does; use the same backend "
+                "on every rank", next);
+    VKT_CHECK(vkt__gloo_create(c->store, c->rank, c->size, listen_host, c->timeout_s,
+                               &c->gloo));
+    c->link_name = "gloo";
+    return VKT_OK;
+}
+
 static vkt_status start_thread(vkt_comm *c)
 {
     c->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -438,7 +479,10 @@ static vkt_status init_comm(vkt_comm *c, const vkt_comm_opts *o, const resolved 
         const char *host = o->listen_addr;
         if (!host && vkt__store_local_ip(c->store)[0]) host = vkt__store_local_ip(c->store);
         if (!host && vkt__net_default_ip(ip, sizeof ip) == VKT_OK) host = ip;
-        VKT_CHECK(setup_ring(c, host));
+        if (c->backend == VKT_COMM_BACKEND_GLOO)
+            VKT_CHECK(setup_gloo(c, host));
+        else
+            VKT_CHECK(setup_ring(c, host));
     }
     VKT_CHECK(start_thread(c));
     /* Prove the ring carries data before anyone uses it. This barrier is
@@ -488,6 +532,7 @@ void vkt_comm_destroy(vkt_comm *c)
         pthread_join(c->thread, NULL);
     }
     close_channels(c);
+    vkt__gloo_destroy(c->gloo);
     vkt__store_close(c->store);
     vkt__store_tcp_stop(c->server);
     pthread_cond_destroy(&c->cv_done);
@@ -522,6 +567,7 @@ vkt_status vkt_comm_abort(vkt_comm *c)
                  "vkt_comm_abort; destroy it", c->rank);
     }
     pthread_mutex_unlock(&c->mu);
+    vkt__gloo_close(c->gloo); /* peers notice; one in flight ends by its timeout */
     uint64_t one = 1;
     while (c->wake_fd >= 0 && write(c->wake_fd, &one, sizeof one) < 0 && errno == EINTR) {
     }

@@ -15,6 +15,10 @@ static vkt_status check_common(const char *fn, vkt_comm *c, size_t count, size_t
     VKT_FAIL_IF(!vkt_dtype_size(t), VKT_ERR_INVALID_ARG, "%s: unknown dtype %d", fn, (int)t);
     VKT_FAIL_IF(check_op && (unsigned)op >= VKT_REDOP_COUNT_, VKT_ERR_INVALID_ARG,
                 "%s: unknown reduction op %d", fn, (int)op);
+    VKT_FAIL_IF(check_op && c->backend == VKT_COMM_BACKEND_GLOO && !vkt__gloo_reduces(t),
+                VKT_ERR_UNSUPPORTED, "%s: backend gloo cannot reduce %s (Gloo has no bf16 "
+                "arithmetic); use f32, f16, f64, i32 or i64, or backend auto, tcp or shm", fn,
+                vkt_dtype_name(t));
     VKT_FAIL_IF(count > SIZE_MAX / vkt_dtype_size(t) / mult, VKT_ERR_INVALID_ARG,
                 "%s: count %zu of %s overflows the address space", fn, count, vkt_dtype_name(t));
     return VKT_OK;

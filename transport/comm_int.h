@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 
 #include "channel.h"
+#include "gloo_backend.h"
 #include "transport_int.h"
 
 #define VKT_COMM_MAGIC 0x4d4d4f43u /* "COMM" */
@@ -61,6 +62,7 @@ struct vkt_comm {
     vkt_comm_backend backend;
     vkt_chan *to_next, *from_prev; /* each carries its own ops (tcp or shm) */
     const char *link_name;         /* kind of to_next, kept after a failure */
+    vkt__gloo *gloo;               /* backend gloo with 2+ ranks: runs every collective */
 
     pthread_t thread;
     int thread_started, stop;

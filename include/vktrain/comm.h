@@ -95,7 +95,23 @@ typedef enum vkt_comm_backend {
     /* Shared-memory ring buffers only (Linux); every rank on one host, else
      * vkt_comm_create fails with VKT_ERR_INVALID_USAGE. */
     VKT_COMM_BACKEND_SHM = 2,
-    VKT_COMM_BACKEND_GLOO = 3 /* Gloo's algorithms; not yet: VKT_ERR_UNSUPPORTED */
+    /* Gloo's own algorithms over Gloo's TCP device (libgloo, a C++ library
+     * behind a small shim), for cross-checks and as the peer of benchmarks:
+     * ring all-reduce, halving-doubling reduce-scatter, ring all-gather,
+     * one-to-all broadcast, all-to-one barrier. Rendezvous goes through this
+     * communicator's store (authenticated); Gloo's data connections are not
+     * authenticated (Gloo has no such thing). dtypes: f32, f16, f64, i32, i64;
+     * bf16 all-gather and broadcast work (bytes only), bf16 all-reduce and
+     * reduce-scatter return VKT_ERR_UNSUPPORTED (Gloo has no bf16 arithmetic)
+     * without breaking the comm. AVG is SUM then a division; integer SUM
+     * overflow is undefined (Gloo adds signed integers). Reduce-scatter is
+     * limited to 2 GiB in all (Gloo counts bytes in an int). Gloo writes to
+     * sockets without MSG_NOSIGNAL, so creating a gloo comm sets SIGPIPE to
+     * SIG_IGN if it was at its default. vkt_comm_abort closes Gloo's
+     * connections but cannot wake a Gloo collective in flight: that one fails
+     * by comm_timeout_s. vkt_comm_link returns "gloo". A build without
+     * libgloo-dev returns VKT_ERR_UNSUPPORTED from vkt_comm_create. */
+    VKT_COMM_BACKEND_GLOO = 3
 } vkt_comm_backend;
 
 /* "sum", "avg", "max", "min"; "invalid" for an unknown value. Static storage. */
@@ -171,7 +187,7 @@ typedef struct vkt_comm_opts {
  *   VKT_ERR_INVALID_USAGE: no job secret and allow_unauthenticated not set; a
  *     secret file that group/others can access; ranks that disagree on
  *     chunk_bytes or backend; backend shm with a rank on another host;
- *   VKT_ERR_UNSUPPORTED: backend gloo (not in this build yet), or shm where
+ *   VKT_ERR_UNSUPPORTED: backend gloo in a build without libgloo-dev, or shm where
  *     /proc cannot identify the host;
  *   VKT_ERR_TIMEOUT: a rank did not arrive in time (the message names it);
  *   VKT_ERR_REMOTE: the store or a peer refused our secret, or closed;
@@ -193,7 +209,7 @@ VKT_API int vkt_comm_rank(const vkt_comm *c);
 VKT_API int vkt_comm_size(const vkt_comm *c);
 
 /* Which channel kind carries this rank's data to the next rank: "tcp" or
- * "shm"; "none" for a 1-rank communicator; "invalid" for NULL or a broken
+ * "shm"; "gloo" for backend gloo; "none" for a 1-rank communicator; "invalid" for NULL or a broken
  * communicator. Static storage; thread-safe; for diagnostics and tests (e.g.
  * to see that backend auto chose shared memory on one host). */
 VKT_API const char *vkt_comm_link(const vkt_comm *c);
@@ -217,7 +233,8 @@ VKT_API vkt_status vkt_comm_abort(vkt_comm *c);
  * VKT_ERR_INVALID_ARG (NULL comm, NULL buffer with count > 0, bad dtype/op/
  * root, count too large for size_t bytes); VKT_ERR_TIMEOUT / VKT_ERR_REMOTE /
  * VKT_ERR_CORRUPT (peer stalled, died, or sent a bad frame; the comm is then
- * broken); VKT_ERR_NOMEM; or the sticky status of an earlier failure. */
+ * broken); VKT_ERR_NOMEM; VKT_ERR_UNSUPPORTED (backend gloo: a bf16
+ * reduction, not sticky); or the sticky status of an earlier failure. */
 
 /* All-reduce: recvbuf[i] = op over ranks of sendbuf[i], on every rank.
  * sendbuf == recvbuf is the in-place form; other overlap is undefined. Any
