@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: install what is missing, build with
-# warnings as errors, run the ctest label groups one after another, then the
-# unit tests again under ASan + UBSan. Prints each group's wall time and a
+# warnings as errors, run the ctest label groups one after another (unit,
+# integration, slow: the long-compiling kernel variants), then the unit
+# tests again under ASan + UBSan. Prints each group's wall time and a
 # total; exits non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +34,7 @@ step "configure+build" bash -c \
     'cmake --preset default -DVKT_WERROR=ON -DVKT_BUILD_TESTS=ON >/dev/null &&
      cmake --build --preset default'
 if ((${#failed[@]} == 0)); then
-    for label in unit integration; do
+    for label in unit integration slow; do
         step "ctest -L $label" ctest_label build "$label"
     done
 fi

@@ -5,6 +5,7 @@
 
 #include "ops/attention.h"
 #include "ops/elementwise.h"
+#include "ops/norm.h"
 #include "ops/ops_int.h"
 
 /* ---- matmul ------------------------------------------------------------
