@@ -10,6 +10,8 @@ set(VKT_SHADER_TABLE
   "reduce_sum_f32|reduce_sum.comp|"
   "iota_u32|iota.comp|"
   "spec_probe|spec_probe.comp|"
+  "matmul_cpu_f32_r16c4|matmul_cpu.comp|-DR=16 -DCV=4"
+  "matmul_gpu_f32|matmul_gpu.comp|"
   "opt_adam_f32|opt_adam.comp|-DDTYPE_F32"
   "opt_adam_f16|opt_adam.comp|-DDTYPE_F16"
   "opt_adam_bf16|opt_adam.comp|-DDTYPE_BF16"

@@ -6,6 +6,7 @@
 #include "vktrain/comm.h"
 #include "vktrain/dtype.h"
 #include "vktrain/gpu.h"
+#include "vktrain/nn.h"
 #include "vktrain/status.h"
 #include "vktrain/version.h"
 

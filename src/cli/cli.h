@@ -12,6 +12,7 @@ typedef int (*cli_fn)(int argc, char **argv);
 
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_bench_ops(int argc, char **argv); /* argv[0] is "ops" */
 int cmd_selftest(int argc, char **argv);
 
 /* Print "vktrain: <what>: <last error>" and return exit code 1. */

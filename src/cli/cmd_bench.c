@@ -87,7 +87,8 @@ static vkt_status bench_dispatch(vkt_device *dev, int reps, int k, dispatch_resu
 
 static int usage(FILE *f, int code)
 {
-    fprintf(f, "usage: vktrain bench dispatch [--device SEL] [--reps N] [--dispatches K] [--json]\n\n"
+    fprintf(f, "usage: vktrain bench dispatch [--device SEL] [--reps N] [--dispatches K] [--json]\n"
+               "       vktrain bench ops [--op matmul|adam] [--size N] [--json]  (see --help)\n\n"
                "Measures the fixed costs every kernel pays, as medians of N runs (default 201):\n"
                "  submit+wait   one pre-recorded command buffer with one empty dispatch\n"
                "  per dispatch  extra time per dispatch in a command buffer of K (default 100)\n"
@@ -100,8 +101,10 @@ int cmd_bench(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
         return usage(argc < 2 ? stderr : stdout, argc < 2 ? 2 : 0);
+    if (!strcmp(argv[1], "ops")) return cmd_bench_ops(argc - 1, argv + 1);
     if (strcmp(argv[1], "dispatch"))
-        return cli_usage_error("bench", "unknown benchmark '%s' (available: dispatch)", argv[1]);
+        return cli_usage_error("bench", "unknown benchmark '%s' (available: dispatch, ops)",
+                               argv[1]);
     static const struct option opts[] = {
         {"device", required_argument, NULL, 'd'}, {"reps", required_argument, NULL, 'r'},
         {"dispatches", required_argument, NULL, 'k'}, {"json", no_argument, NULL, 'j'},

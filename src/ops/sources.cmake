@@ -2,6 +2,7 @@
 # conflicts with another engineer's line).
 target_sources(vkt_ops PRIVATE ${PROJECT_SOURCE_DIR}/src/ops/ops.c)
 target_sources(vkt_ops PRIVATE ${PROJECT_SOURCE_DIR}/src/ops/optim.c)
+target_sources(vkt_ops PRIVATE ${PROJECT_SOURCE_DIR}/src/ops/matmul.c)
 target_sources(vkt_ops PRIVATE ${PROJECT_SOURCE_DIR}/src/ops/layernorm.c)
 target_sources(vkt_ops PRIVATE ${PROJECT_SOURCE_DIR}/src/ops/attention.c)
 target_sources(vkt_ops PRIVATE ${PROJECT_SOURCE_DIR}/src/ops/elementwise.c)

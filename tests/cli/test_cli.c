@@ -136,6 +136,35 @@ static void test_bench_dispatch(void **state)
     assert_int_equal(run(NULL, "bench dispatch --dispatches 1"), 2);
 }
 
+/* bench ops: every kernel record is followed by its same-run reference. */
+static void test_bench_ops(void **state)
+{
+    (void)state;
+    int rc = run(NULL, "bench ops --op adam --size 65536 --reps 2 --json");
+    if (rc != 0) fail_msg("bench ops exited %d\n%s\n%s", rc, out, err);
+    json_t *a = json_loads(out, 0, NULL);
+    assert_true(json_is_array(a));
+    assert_int_equal(json_array_size(a), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(a, 1), "device")),
+                        "c-loop");
+    assert_true(json_real_value(json_object_get(json_array_get(a, 0), "gbps")) > 0);
+    json_decref(a);
+    rc = run(NULL, "bench ops --op matmul --size 64 --reps 2 --json");
+    if (rc != 0) fail_msg("bench ops exited %d\n%s\n%s", rc, out, err);
+    a = json_loads(out, 0, NULL);
+    assert_true(json_array_size(a) >= 3); /* NN, NT, TN on the device */
+    json_t *r0 = json_array_get(a, 0);
+    assert_string_equal(json_string_value(json_object_get(r0, "op")), "matmul_nn");
+    assert_int_equal(json_array_size(json_object_get(r0, "shape")), 3);
+    assert_true(json_real_value(json_object_get(r0, "gflops")) > 0);
+#ifdef VKT_HAVE_OPENBLAS
+    assert_string_equal(json_string_value(json_object_get(json_array_get(a, 1), "device")),
+                        "openblas-1t");
+#endif
+    json_decref(a);
+    assert_int_equal(run(NULL, "bench ops --op conv"), 2);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -147,6 +176,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_version_and_help), cmocka_unit_test(test_info_table),
         cmocka_unit_test(test_info_json),        cmocka_unit_test(test_selftest_validated),
         cmocka_unit_test(test_device_errors),    cmocka_unit_test(test_bench_dispatch),
+        cmocka_unit_test(test_bench_ops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,179 @@
+/* vktrain — models for one process: build, forward with loss, backward,
+ * optimizer step. The engine (distributed training) is built on this.
+ *
+ * A model is built once as a static list of ops over named tensors. Its
+ * parameters live in one flat fp32 buffer of "master" weights (plus a copy in
+ * the compute dtype when that is f16/bf16) and its gradients in one flat
+ * buffer, each tensor a view padded to an alignment, so that collectives and
+ * ZeRO shards are plain ranges. Forward and backward are recorded once per
+ * batch size and replayed every step. Gradients accumulate across calls of
+ * vkt_model_backward until vkt_model_zero_grad.
+ *
+ * Parameter order (vkt_model_param_info) is PyTorch's state_dict order of the
+ * equivalent torch module, so weights can be exchanged with PyTorch as one
+ * flat array: MLP "layers.{i}.weight" [out, in] then "layers.{i}.bias" [out].
+ *
+ * Thread safety: one model is used by one thread at a time. */
+#ifndef VKTRAIN_NN_H
+#define VKTRAIN_NN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vktrain/dtype.h"
+#include "vktrain/export.h"
+#include "vktrain/gpu.h"
+#include "vktrain/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct vkt_model vkt_model;
+
+typedef enum vkt_loss {
+    VKT_LOSS_XENT = 0, /* softmax + cross-entropy over class logits, int32 labels */
+    VKT_LOSS_MSE = 1,  /* mean squared error against float targets */
+} vkt_loss;
+
+typedef enum vkt_activation {
+    VKT_ACTIVATION_RELU = 0,
+    VKT_ACTIVATION_GELU = 1, /* tanh approximation */
+} vkt_activation;
+
+typedef struct vkt_mlp_opts {
+    uint32_t struct_size;      /* set by VKT_MLP_OPTS_INIT */
+    uint32_t layers;           /* linear layers, ≥ 1 */
+    const uint32_t *sizes;     /* layers + 1 widths: input, hidden…, output (borrowed) */
+    vkt_activation activation; /* between linear layers, not after the last */
+    vkt_loss loss;
+    vkt_dtype dtype;           /* compute dtype; today f32 */
+    uint64_t seed;             /* deterministic init (PyTorch's nn.Linear bounds) */
+} vkt_mlp_opts;
+
+#define VKT_MLP_OPTS_INIT                                                          \
+    {                                                                              \
+        sizeof(vkt_mlp_opts), 0, NULL, VKT_ACTIVATION_RELU, VKT_LOSS_XENT,         \
+            VKT_DTYPE_F32, 0                                                       \
+    }
+
+/* Build an MLP on dev (borrowed; must outlive the model). Blocking.
+ * Returns VKT_ERR_INVALID_ARG (sizes, dtype), VKT_ERR_UNSUPPORTED,
+ * VKT_ERR_NOMEM, VKT_ERR_VULKAN. */
+VKT_API vkt_status vkt_model_create_mlp(vkt_device *dev, const vkt_mlp_opts *opts,
+                                        vkt_model **out);
+
+/* GPT-2: token + position embedding, pre-LayerNorm blocks of causal
+ * self-attention and a GELU MLP (4× width), a final LayerNorm and an output
+ * head tied to the token embedding; loss: cross-entropy on next tokens.
+ * Init as GPT-2: weights N(0, 0.02), residual projections N(0, 0.02/sqrt(2
+ * layers)), biases 0, LayerNorm weights 1. Parameter order (state_dict):
+ * wte.weight [V,C], wpe.weight [T,C], then per block h.{l}: ln_1.weight, ln_1.bias,
+ * attn.c_attn.weight [3C,C], attn.c_attn.bias, attn.c_proj.weight [C,C],
+ * attn.c_proj.bias, ln_2.weight, ln_2.bias, mlp.c_fc.weight [4C,C],
+ * mlp.c_fc.bias, mlp.c_proj.weight [C,4C], mlp.c_proj.bias; then ln_f.weight,
+ * ln_f.bias. */
+typedef struct vkt_gpt_opts {
+    uint32_t struct_size; /* set by VKT_GPT_OPTS_INIT */
+    uint32_t vocab;       /* tokens 0..vocab-1 */
+    uint32_t context;     /* longest sequence */
+    uint32_t layers, heads, channels; /* channels divisible by heads */
+    vkt_dtype dtype;      /* compute dtype; today f32 */
+    uint64_t seed;
+} vkt_gpt_opts;
+
+#define VKT_GPT_OPTS_INIT                                                          \
+    {                                                                              \
+        sizeof(vkt_gpt_opts), 256, 64, 2, 4, 128, VKT_DTYPE_F32, 0                 \
+    }
+
+VKT_API vkt_status vkt_model_create_gpt(vkt_device *dev, const vkt_gpt_opts *opts,
+                                        vkt_model **out);
+VKT_API void vkt_model_destroy(vkt_model *m);
+
+typedef struct vkt_param_info {
+    const char *name; /* owned by the model */
+    uint32_t ndim;
+    uint32_t shape[4];
+    uint64_t numel;
+    uint64_t offset; /* first element in the flat (padded) parameter buffer */
+} vkt_param_info;
+
+/* Number of parameter tensors; their info in state_dict order. */
+VKT_API uint32_t vkt_model_param_count(const vkt_model *m);
+VKT_API vkt_status vkt_model_param_info(const vkt_model *m, uint32_t i, vkt_param_info *out);
+/* Total parameters (without padding). */
+VKT_API uint64_t vkt_model_num_params(const vkt_model *m);
+
+/* Parameters (fp32 master weights) and gradients (as fp32) as one dense
+ * array of vkt_model_num_params floats in state_dict order, padding
+ * removed. Blocking. */
+VKT_API vkt_status vkt_model_get_params(vkt_model *m, float *out);
+VKT_API vkt_status vkt_model_set_params(vkt_model *m, const float *in);
+VKT_API vkt_status vkt_model_get_grads(vkt_model *m, float *out);
+
+/* One micro-batch. MLP: inputs [size, in] floats; targets: labels [size]
+ * (XENT, values 0..out-1, or -1 to ignore) or targets_f [size, out] (MSE).
+ * GPT: tokens [size, seq_len] and labels [size, seq_len] (the next tokens;
+ * -1 ignores a position), seq_len ≤ the model's context. */
+typedef struct vkt_batch {
+    uint32_t size;
+    const float *inputs;
+    const int32_t *labels;
+    const float *targets_f;
+    const int32_t *tokens;
+    uint32_t seq_len;
+    /* Loss normalisation: the loss is a mean over this many samples (or,
+     * for XENT, non-ignored labels) — set it to the global batch when
+     * gradients of several micro-batches or ranks are summed. 0: this batch. */
+    uint64_t loss_denominator;
+} vkt_batch;
+
+/* Forward pass with loss (blocking; *loss is this batch's share of the mean
+ * loss, i.e. sum over this batch / loss_denominator). Records the command
+ * buffers the first time a batch size is seen, replays them afterwards. */
+VKT_API vkt_status vkt_model_forward(vkt_model *m, const vkt_batch *b, float *loss);
+/* Backward of the last forward: accumulates into the gradients. Blocking. */
+VKT_API vkt_status vkt_model_backward(vkt_model *m);
+VKT_API vkt_status vkt_model_zero_grad(vkt_model *m);
+
+typedef enum vkt_optim_type {
+    VKT_OPTIM_SGD = 0,
+    VKT_OPTIM_ADAM = 1,
+    VKT_OPTIM_ADAMW = 2,
+} vkt_optim_type;
+
+typedef struct vkt_optim_opts {
+    uint32_t struct_size; /* set by VKT_OPTIM_OPTS_INIT */
+    vkt_optim_type type;
+    float lr;
+    float beta1, beta2, eps; /* Adam/AdamW */
+    float weight_decay;
+    float momentum; /* SGD */
+    bool nesterov;  /* SGD */
+} vkt_optim_opts;
+
+#define VKT_OPTIM_OPTS_INIT                                                        \
+    {                                                                              \
+        sizeof(vkt_optim_opts), VKT_OPTIM_SGD, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f,   \
+            0.0f, false                                                            \
+    }
+
+/* Apply one optimizer step to the parameters from the accumulated gradients
+ * (PyTorch semantics), with learning rate lr (the schedule is the caller's).
+ * The optimizer state is created on the first call; the type must not
+ * change afterwards. Blocking. */
+VKT_API vkt_status vkt_model_step(vkt_model *m, const vkt_optim_opts *opts, float lr);
+
+/* Device memory of the model, in bytes. activations_planned is the arena
+ * after reuse of buffers whose lifetimes do not overlap; activations_naive
+ * what one buffer per tensor would take. */
+typedef struct vkt_model_memory {
+    uint64_t params, grads, optimizer, activations_planned, activations_naive;
+} vkt_model_memory;
+VKT_API void vkt_model_memory_report(const vkt_model *m, vkt_model_memory *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

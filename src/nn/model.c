@@ -1,0 +1,141 @@
+/* The model API of vktrain/nn.h: forward with loss, backward, zero_grad,
+ * optimizer step, memory report. */
+#include <string.h>
+
+#include "nn/nn_int.h"
+
+void vkt_model_destroy(vkt_model *m)
+{
+    if (!m) return;
+    vkt_stream_destroy(m->fwd);
+    vkt_stream_destroy(m->bwd);
+    vkt_stream_destroy(m->zero);
+    vkt_stream_destroy(m->opt_stream);
+    vkt__nn_graph_free(&m->g);
+    vkt_buffer_destroy(m->arena);
+    if (m->copy != m->master) vkt_buffer_destroy(m->copy);
+    vkt_buffer_destroy(m->master);
+    vkt_buffer_destroy(m->grads);
+    vkt_buffer_destroy(m->opt_m);
+    vkt_buffer_destroy(m->opt_v);
+    vkt_buffer_destroy(m->hyper);
+    vkt__ops_destroy(m->ops);
+    vkt_free(m->param_ids);
+    vkt_free(m);
+}
+
+static vkt_status check_gpt_batch(const vkt_model *m, const vkt_batch *b)
+{
+    VKT_FAIL_IF(!b->tokens || !b->labels || b->seq_len == 0 || b->seq_len > m->context,
+                VKT_ERR_INVALID_ARG,
+                "vkt_model_forward: a GPT batch needs tokens, labels and seq_len 1..%u (got "
+                "%u)", m->context, b->seq_len);
+    uint64_t n = (uint64_t)b->size * b->seq_len;
+    for (uint64_t i = 0; i < n; i++) {
+        VKT_FAIL_IF(b->tokens[i] < 0 || b->tokens[i] >= (int32_t)m->vocab, VKT_ERR_INVALID_ARG,
+                    "vkt_model_forward: token %d at position %llu is outside the vocabulary "
+                    "0..%u; check the tokenizer matches the model", b->tokens[i],
+                    (unsigned long long)i, m->vocab - 1);
+        VKT_FAIL_IF(b->labels[i] < -1 || b->labels[i] >= (int32_t)m->vocab, VKT_ERR_INVALID_ARG,
+                    "vkt_model_forward: label %d at position %llu is outside 0..%u (or -1)",
+                    b->labels[i], (unsigned long long)i, m->vocab - 1);
+    }
+    return VKT_OK;
+}
+
+static vkt_status check_batch(const vkt_model *m, const vkt_batch *b)
+{
+    VKT_FAIL_IF(!b || b->size == 0, VKT_ERR_INVALID_ARG,
+                "vkt_model_forward: the batch needs size >= 1");
+    if (m->gpt) return check_gpt_batch(m, b);
+    VKT_FAIL_IF(!b->inputs, VKT_ERR_INVALID_ARG, "vkt_model_forward: the batch needs inputs");
+    VKT_FAIL_IF(m->loss == VKT_LOSS_XENT && !b->labels, VKT_ERR_INVALID_ARG,
+                "vkt_model_forward: a cross-entropy model needs batch.labels");
+    VKT_FAIL_IF(m->loss == VKT_LOSS_MSE && !b->targets_f, VKT_ERR_INVALID_ARG,
+                "vkt_model_forward: an MSE model needs batch.targets_f");
+    if (m->loss == VKT_LOSS_XENT)
+        for (uint32_t i = 0; i < b->size; i++)
+            VKT_FAIL_IF(b->labels[i] < -1 || b->labels[i] >= (int32_t)m->out_features,
+                        VKT_ERR_INVALID_ARG,
+                        "vkt_model_forward: label %d of sample %u is outside 0..%u (or -1 to "
+                        "ignore); check the data set's label range", b->labels[i], i,
+                        m->out_features - 1);
+    return VKT_OK;
+}
+
+/* The loss denominator of this batch: samples (XENT: non-ignored labels)
+ * or, for MSE, elements; loss_denominator overrides the sample count. */
+static uint64_t denominator(const vkt_model *m, const vkt_batch *b)
+{
+    uint64_t den = b->loss_denominator, rows = (uint64_t)b->size * (m->gpt ? b->seq_len : 1);
+    if (!den && m->loss == VKT_LOSS_XENT)
+        for (uint64_t i = 0; i < rows; i++) den += b->labels[i] != -1;
+    if (!den) den = rows;
+    return m->loss == VKT_LOSS_MSE ? den * m->out_features : den;
+}
+
+static vkt_status prepare(vkt_model *m, uint32_t batch, uint32_t seq)
+{
+    if (m->batch == batch && m->seq == seq) return VKT_OK;
+    m->rec_denominator = 0;
+    VKT_CHECK(vkt__nn_build(m, batch, seq));
+    return vkt__nn_record_forward(m);
+}
+
+vkt_status vkt_model_forward(vkt_model *m, const vkt_batch *b, float *loss)
+{
+    VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_forward: model is NULL");
+    VKT_CHECK(check_batch(m, b));
+    uint32_t seq = m->gpt ? b->seq_len : 1;
+    VKT_CHECK(prepare(m, b->size, m->gpt ? seq : 0));
+    const nn_graph *g = &m->g;
+    uint64_t rows = (uint64_t)b->size * seq;
+    if (m->gpt) VKT_CHECK(vkt_buffer_upload(g->t[m->x_id].input, 0, b->tokens, rows * 4));
+    else
+        VKT_CHECK(vkt_buffer_upload(g->t[m->x_id].input, 0, b->inputs,
+                                    rows * m->in_features * 4));
+    const void *y = m->loss == VKT_LOSS_XENT ? (const void *)b->labels : b->targets_f;
+    uint64_t ybytes = m->loss == VKT_LOSS_XENT ? rows * 4 : rows * m->out_features * 4;
+    VKT_CHECK(vkt_buffer_upload(g->t[m->y_id].input, 0, y, ybytes));
+    VKT_CHECK(vkt_stream_run(m->fwd));
+    m->cur_denominator = denominator(m, b);
+    m->have_forward = true;
+    if (!loss) return VKT_OK;
+    const nn_tensor *lt = &g->t[m->loss_id];
+    const float *parts = vkt_buffer_host_ptr(lt->input);
+    double sum = 0;
+    for (uint64_t i = 0; i < lt->numel; i++) sum += parts[i];
+    *loss = (float)(sum / (double)m->cur_denominator);
+    return VKT_OK;
+}
+
+vkt_status vkt_model_backward(vkt_model *m)
+{
+    VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_backward: model is NULL");
+    VKT_FAIL_IF(!m->have_forward, VKT_ERR_INVALID_USAGE,
+                "vkt_model_backward: no forward pass to go back through; call "
+                "vkt_model_forward first");
+    if (m->rec_denominator != m->cur_denominator)
+        VKT_CHECK(vkt__nn_record_backward(m, m->cur_denominator));
+    m->have_forward = false;
+    return vkt_stream_run(m->bwd);
+}
+
+vkt_status vkt_model_zero_grad(vkt_model *m)
+{
+    VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_zero_grad: model is NULL");
+    if (!m->zero) VKT_CHECK(vkt__nn_record_zero(m));
+    return vkt_stream_run(m->zero);
+}
+
+void vkt_model_memory_report(const vkt_model *m, vkt_model_memory *out)
+{
+    uint64_t es = vkt_dtype_size(m->dtype);
+    *out = (vkt_model_memory){
+        .params = m->padded * 4 + (m->copy != m->master ? m->padded * es : 0),
+        .grads = m->padded * es,
+        .optimizer = (m->opt_m ? m->padded * 4 : 0) + (m->opt_v ? m->padded * 4 : 0),
+        .activations_planned = m->arena_bytes,
+        .activations_naive = m->arena_naive,
+    };
+}

@@ -1,0 +1,143 @@
+/* Models as static op lists over named tensors (internal).
+ *
+ * Tensors live in four kinds of storage:
+ *   PARAM  views into the flat parameter buffers (fp32 master, the compute
+ *          copy, the gradients), laid out once by params.c;
+ *   ACT    activations, in one arena whose offsets the planner assigns so
+ *          that tensors with disjoint lifetimes share memory;
+ *   GRAD   gradients of activations, in the same arena;
+ *   INPUT  the batch (host-visible buffers the host writes before a run).
+ * Time for the planner: forward of node i is step i, backward of node i is
+ * step 2N-1-i, so a forward activation used by a backward op lives until
+ * then. */
+#ifndef VKT_NN_INT_H
+#define VKT_NN_INT_H
+
+#include "ops/ops.h"
+#include "vktrain/nn.h"
+
+#define VKT_NN_MAX_IO 4
+#define VKT_NN_NONE UINT32_MAX
+
+typedef enum tensor_kind { T_PARAM, T_ACT, T_GRAD, T_INPUT } tensor_kind;
+
+typedef struct nn_tensor {
+    char name[48];
+    tensor_kind kind;
+    vkt_dtype dtype;
+    uint32_t ndim;
+    uint32_t shape[4];
+    uint64_t numel;
+    uint64_t offset;     /* PARAM: elements in the flat buffers; ACT/GRAD: bytes in the arena */
+    uint32_t grad;       /* ACT/PARAM: id of its gradient tensor (GRAD or PARAM's grad view) */
+    int first, last;     /* lifetime in planner steps (ACT/GRAD) */
+    vkt_buffer *input;   /* INPUT: its own buffer */
+    uint8_t init;        /* PARAM: an init_rule */
+    float init_scale;    /* PARAM: the bound (uniform) or standard deviation (normal) */
+} nn_tensor;
+
+typedef enum init_rule { INIT_UNIFORM, INIT_NORMAL, INIT_ZEROS, INIT_ONES } init_rule;
+
+/* Node inputs and outputs by kind (VKT_NN_NONE where unused):
+ *   LINEAR     in {x [rows,cin], W [cout,cin], bias [cout] | NONE}  out {y [rows,cout]}
+ *   ACT        in {x}                              out {y}
+ *   ADD        in {a, b}                           out {y}             (residual)
+ *   LAYERNORM  in {x [rows,cout], weight, bias}    out {y, mean, rstd}
+ *   EMBED      in {tokens, wte [V,C], wpe [T,C]}   out {x [B·T, C]}
+ *   ATTENTION  in {qkv [B·T, 3C]}                  out {y [B·T, C], att}  scratch datt
+ *   XENT       in {logits [rows,cout], labels}     out {losses [rows]}
+ *   MSE        in {pred [rows,cout], targets}      out {partials}
+ * Outputs without a gradient (mean, rstd, att) are saved for the backward. */
+typedef enum node_kind {
+    N_LINEAR, N_ACT, N_ADD, N_LAYERNORM, N_EMBED, N_ATTENTION, N_MSE, N_XENT
+} node_kind;
+
+typedef struct nn_node {
+    node_kind kind;
+    uint32_t in[VKT_NN_MAX_IO];
+    uint32_t out[VKT_NN_MAX_IO];
+    uint32_t scratch;            /* a temporary of the backward, or NONE */
+    uint32_t rows, cin, cout;    /* LINEAR: x [rows, cin] → y [rows, cout]; others: rows × cout */
+    uint32_t b, t_len, heads, vocab;
+    float eps;
+    vkt_act act;
+} nn_node;
+
+typedef struct nn_graph {
+    nn_tensor *t;
+    uint32_t nt, capt;
+    nn_node *n;
+    uint32_t nn, capn;
+} nn_graph;
+
+/* ---- graph building (graph.c) ---- */
+uint32_t vkt__nn_tensor(nn_graph *g, const char *name, tensor_kind kind, vkt_dtype t,
+                        uint32_t ndim, const uint32_t *shape);
+vkt_status vkt__nn_node(nn_graph *g, nn_node n);
+void vkt__nn_graph_free(nn_graph *g);
+
+/* ---- memory planning (plan.c) ----
+ * Assign byte offsets to ACT and GRAD tensors: align each to `align`, keep
+ * each inside one window of `window` bytes, share memory between tensors
+ * whose lifetimes [first, last] do not overlap. Returns the arena size and
+ * what one buffer per tensor would take. */
+vkt_status vkt__nn_plan(nn_graph *g, uint64_t align, uint64_t window, uint64_t *arena,
+                        uint64_t *naive);
+
+/* ---- the model ---- */
+struct vkt_model {
+    vkt_device *dev;
+    vkt_ops *ops;
+    nn_graph g;
+    vkt_dtype dtype;
+    vkt_loss loss;
+    vkt_act act;
+    bool gpt;
+    uint32_t layers, in_features, out_features;
+    uint32_t vocab, context, heads, channels; /* GPT */
+    uint64_t seed;
+    /* parameters */
+    uint32_t *param_ids; /* state_dict order */
+    uint32_t nparams;
+    uint64_t numel, padded; /* real and padded element counts */
+    vkt_buffer *master, *copy, *grads; /* copy == master for f32 */
+    vkt_buffer *opt_m, *opt_v, *hyper;
+    vkt_optim_opts opt;  /* what opt_stream was recorded with (lr aside) */
+    uint64_t opt_step;
+    vkt_stream *opt_stream;
+    /* activations and the batch */
+    uint32_t batch, seq;       /* what the graph is built for; batch 0: nothing yet */
+    vkt_buffer *arena;
+    uint64_t arena_bytes, arena_naive;
+    uint32_t x_id, y_id, loss_id; /* input, target, loss (INPUT tensors: host-visible) */
+    vkt_stream *fwd, *bwd, *zero;
+    uint64_t rec_denominator;     /* loss denominator the backward was recorded with */
+    uint64_t cur_denominator;     /* of the last forward */
+    bool have_forward;
+};
+
+/* params.c */
+vkt_status vkt__nn_params_layout(vkt_model *m);
+vkt_status vkt__nn_params_init(vkt_model *m);
+
+/* (re)build the graph's activations and nodes for a batch (rows for the
+ * MLP, sequences of seq tokens for the GPT) */
+vkt_status vkt__nn_build(vkt_model *m, uint32_t batch, uint32_t seq);
+vkt_status vkt__nn_mlp_nodes(vkt_model *m, uint32_t batch);
+vkt_status vkt__nn_gpt_nodes(vkt_model *m, uint32_t batch, uint32_t seq);
+/* An activation [rows, cols] with its gradient tensor (or without: saved
+ * statistics); VKT_NN_NONE when out of memory. */
+uint32_t vkt__nn_act(nn_graph *g, const char *name, vkt_dtype t, uint32_t rows, uint32_t cols,
+                     bool with_grad);
+/* Create the model object common to all kinds (ops, dtype, seed). */
+vkt_status vkt__nn_model_new(vkt_device *dev, vkt_dtype t, uint64_t seed, vkt_model **out);
+
+/* record.c */
+/* Append the loss node on top of tensor pred (rows b). */
+vkt_status vkt__nn_loss_node(vkt_model *m, uint32_t pred, uint32_t b);
+/* Record the forward, backward (for loss denominator den) and zero streams. */
+vkt_status vkt__nn_record_forward(vkt_model *m);
+vkt_status vkt__nn_record_backward(vkt_model *m, uint64_t den);
+vkt_status vkt__nn_record_zero(vkt_model *m);
+
+#endif

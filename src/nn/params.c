@@ -1,0 +1,138 @@
+/* Parameters: the flat layout, deterministic initialisation, and host
+ * access in state_dict order. */
+#include <math.h>
+#include <string.h>
+
+#include "nn/nn_int.h"
+
+#define PARAM_ALIGN 64 /* elements: 256 bytes of fp32, a multiple of every
+                        * device's storage-buffer offset alignment */
+
+static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+/* Offsets in elements; no tensor straddles an fp32 binding window (which
+ * also keeps it inside one window of the 16-bit copy, twice as long). */
+vkt_status vkt__nn_params_layout(vkt_model *m)
+{
+    uint64_t window = vkt_device_get_caps(m->dev)->max_storage_buffer_range / 4;
+    window -= window % PARAM_ALIGN;
+    uint64_t at = 0;
+    m->numel = 0;
+    for (uint32_t i = 0; i < m->nparams; i++) {
+        nn_tensor *t = &m->g.t[m->param_ids[i]];
+        VKT_FAIL_IF(t->numel > window, VKT_ERR_UNSUPPORTED,
+                    "model: parameter '%s' has %llu elements, more than one binding window "
+                    "of '%s' holds (%llu)", t->name, (unsigned long long)t->numel,
+                    vkt_device_get_caps(m->dev)->name, (unsigned long long)window);
+        if (at / window != (at + t->numel - 1) / window) at = align_up(at, window);
+        t->offset = at;
+        at = align_up(at + t->numel, PARAM_ALIGN);
+        m->numel += t->numel;
+    }
+    m->padded = at ? at : PARAM_ALIGN;
+    VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, m->padded * 4, &m->master));
+    uint64_t es = vkt_dtype_size(m->dtype);
+    if (m->dtype == VKT_DTYPE_F32) m->copy = m->master;
+    else VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, m->padded * es, &m->copy));
+    return vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, m->padded * es, &m->grads);
+}
+
+/* splitmix64: a small, well-mixed generator for reproducible init. */
+static uint64_t next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static float uniform(uint64_t *s, float bound)
+{
+    return (float)((double)(next(s) >> 11) * 0x1.0p-53 * 2.0 - 1.0) * bound;
+}
+
+/* A standard normal from two uniforms (Box-Muller). */
+static float normal(uint64_t *s)
+{
+    double u1 = ((double)(next(s) >> 11) + 1.0) * 0x1.0p-53, u2 = (double)(next(s) >> 11) * 0x1.0p-53;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+/* Each tensor by its rule (uniform ±bound, normal with a deviation, zeros,
+ * ones), drawn in parameter order from one seeded generator. The numbers
+ * differ from PyTorch's generator; the distributions are PyTorch's. */
+vkt_status vkt__nn_params_init(vkt_model *m)
+{
+    float *w = vkt_calloc(m->padded, sizeof *w);
+    VKT_FAIL_IF(!w, VKT_ERR_NOMEM, "model: out of host memory for initial weights");
+    uint64_t s = m->seed;
+    for (uint32_t i = 0; i < m->nparams; i++) {
+        const nn_tensor *t = &m->g.t[m->param_ids[i]];
+        float *x = w + t->offset;
+        for (uint64_t k = 0; k < t->numel; k++) {
+            switch ((init_rule)t->init) {
+            case INIT_UNIFORM: x[k] = uniform(&s, t->init_scale); break;
+            case INIT_NORMAL: x[k] = normal(&s) * t->init_scale; break;
+            case INIT_ZEROS: x[k] = 0.0f; break;
+            case INIT_ONES: x[k] = 1.0f; break;
+            }
+        }
+    }
+    vkt_status st = vkt_buffer_upload(m->master, 0, w, m->padded * 4);
+    vkt_free(w);
+    if (st == VKT_OK) st = vkt_model_zero_grad(m);
+    return st;
+}
+
+uint32_t vkt_model_param_count(const vkt_model *m) { return m ? m->nparams : 0; }
+
+uint64_t vkt_model_num_params(const vkt_model *m) { return m ? m->numel : 0; }
+
+vkt_status vkt_model_param_info(const vkt_model *m, uint32_t i, vkt_param_info *out)
+{
+    VKT_FAIL_IF(!m || !out || i >= m->nparams, VKT_ERR_INVALID_ARG,
+                "vkt_model_param_info: index %u of %u", i, m ? m->nparams : 0);
+    const nn_tensor *t = &m->g.t[m->param_ids[i]];
+    *out = (vkt_param_info){t->name, t->ndim, {0}, t->numel, t->offset};
+    memcpy(out->shape, t->shape, sizeof out->shape);
+    return VKT_OK;
+}
+
+/* Copy between a dense host array and the padded fp32 buffer buf. */
+static vkt_status transfer(vkt_model *m, vkt_buffer *buf, float *host, bool to_host)
+{
+    float *pad = vkt_calloc(m->padded, sizeof *pad);
+    VKT_FAIL_IF(!pad, VKT_ERR_NOMEM, "model: out of host memory");
+    vkt_status st = VKT_OK;
+    if (to_host) st = vkt_buffer_download(buf, 0, pad, m->padded * 4);
+    uint64_t at = 0;
+    for (uint32_t i = 0; i < m->nparams && st == VKT_OK; i++) {
+        const nn_tensor *t = &m->g.t[m->param_ids[i]];
+        if (to_host) memcpy(host + at, pad + t->offset, t->numel * 4);
+        else memcpy(pad + t->offset, host + at, t->numel * 4);
+        at += t->numel;
+    }
+    if (!to_host && st == VKT_OK) st = vkt_buffer_upload(buf, 0, pad, m->padded * 4);
+    vkt_free(pad);
+    return st;
+}
+
+vkt_status vkt_model_get_params(vkt_model *m, float *out)
+{
+    VKT_FAIL_IF(!m || !out, VKT_ERR_INVALID_ARG, "vkt_model_get_params: NULL argument");
+    return transfer(m, m->master, out, true);
+}
+
+vkt_status vkt_model_set_params(vkt_model *m, const float *in)
+{
+    VKT_FAIL_IF(!m || !in, VKT_ERR_INVALID_ARG, "vkt_model_set_params: NULL argument");
+    return transfer(m, m->master, (float *)in, false);
+}
+
+vkt_status vkt_model_get_grads(vkt_model *m, float *out)
+{
+    VKT_FAIL_IF(!m || !out, VKT_ERR_INVALID_ARG, "vkt_model_get_grads: NULL argument");
+    VKT_FAIL_IF(m->dtype != VKT_DTYPE_F32, VKT_ERR_UNSUPPORTED,
+                "vkt_model_get_grads: only f32 models so far");
+    return transfer(m, m->grads, out, true);
+}

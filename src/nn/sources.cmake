@@ -1,0 +1,10 @@
+# Sources of the model library, one line per file.
+target_sources(vkt_nn PRIVATE ${PROJECT_SOURCE_DIR}/src/nn/graph.c)
+target_sources(vkt_nn PRIVATE ${PROJECT_SOURCE_DIR}/src/nn/plan.c)
+target_sources(vkt_nn PRIVATE ${PROJECT_SOURCE_DIR}/src/nn/params.c)
+target_sources(vkt_nn PRIVATE ${PROJECT_SOURCE_DIR}/src/nn/mlp.c)
+target_sources(vkt_nn PRIVATE ${PROJECT_SOURCE_DIR}/src/nn/record.c)
+target_sources(vkt_nn PRIVATE ${PROJECT_SOURCE_DIR}/src/nn/model.c)
+target_sources(vkt_nn PRIVATE ${PROJECT_SOURCE_DIR}/src/nn/step.c)
+target_sources(vkt_nn PRIVATE ${PROJECT_SOURCE_DIR}/src/nn/build.c)
+target_sources(vkt_nn PRIVATE ${PROJECT_SOURCE_DIR}/src/nn/gpt.c)

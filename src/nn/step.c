@@ -1,0 +1,92 @@
+/* vkt_model_step: the optimizer over the whole flat parameter buffer. The
+ * update is recorded once per set of hyperparameters; the learning rate and
+ * the step's bias corrections travel in a 4-float host buffer. */
+#include <string.h>
+
+#include "nn/nn_int.h"
+
+static vkt_status check_opts(const vkt_optim_opts *o)
+{
+    VKT_FAIL_IF(!o || o->struct_size != sizeof *o, VKT_ERR_INVALID_ARG,
+                "vkt_model_step: initialise opts with VKT_OPTIM_OPTS_INIT");
+    VKT_FAIL_IF(o->type > VKT_OPTIM_ADAMW, VKT_ERR_INVALID_ARG,
+                "vkt_model_step: unknown optimizer type %d", (int)o->type);
+    VKT_FAIL_IF(o->type != VKT_OPTIM_SGD &&
+                    (o->beta1 < 0 || o->beta1 >= 1 || o->beta2 < 0 || o->beta2 >= 1 ||
+                     !(o->eps > 0)),
+                VKT_ERR_INVALID_ARG,
+                "vkt_model_step: Adam needs 0 <= betas < 1 and eps > 0 (got %g, %g, %g)",
+                (double)o->beta1, (double)o->beta2, (double)o->eps);
+    VKT_FAIL_IF(o->momentum < 0 || o->weight_decay < 0, VKT_ERR_INVALID_ARG,
+                "vkt_model_step: momentum and weight_decay must be >= 0");
+    VKT_FAIL_IF(o->nesterov && o->momentum == 0, VKT_ERR_INVALID_ARG,
+                "vkt_model_step: Nesterov momentum needs momentum > 0");
+    return VKT_OK;
+}
+
+static vkt_status make_state(vkt_model *m, const vkt_optim_opts *o)
+{
+    uint64_t bytes = m->padded * 4;
+    bool adam = o->type != VKT_OPTIM_SGD;
+    if (!m->hyper) VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_HOST, 16, &m->hyper));
+    if (!m->opt_m && (adam || o->momentum != 0)) {
+        VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, bytes, &m->opt_m));
+        VKT_CHECK(vkt_stream_begin(m->opt_stream));
+        VKT_CHECK(vkt_stream_fill(m->opt_stream, m->opt_m, 0, bytes, 0));
+        if (adam) {
+            VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, bytes, &m->opt_v));
+            VKT_CHECK(vkt_stream_fill(m->opt_stream, m->opt_v, 0, bytes, 0));
+        }
+        VKT_CHECK(vkt_stream_end(m->opt_stream));
+        VKT_CHECK(vkt_stream_run(m->opt_stream));
+    }
+    return VKT_OK;
+}
+
+static vkt_status record(vkt_model *m, const vkt_optim_opts *o)
+{
+    vkt_tref copy = {m->copy != m->master ? m->copy : NULL, 0};
+    VKT_CHECK(vkt_stream_begin(m->opt_stream));
+    if (o->type == VKT_OPTIM_SGD) {
+        vkt_sgd_args a = {.params = {m->master, 0}, .grads = {m->grads, 0},
+                          .momentum_buf = {m->opt_m, 0}, .copy = copy, .hyper = {m->hyper, 0},
+                          .dtype = m->dtype, .n = m->padded, .momentum = o->momentum,
+                          .weight_decay = o->weight_decay, .nesterov = o->nesterov};
+        VKT_CHECK(vkt_op_sgd(m->ops, m->opt_stream, &a));
+    } else {
+        vkt_adam_args a = {.params = {m->master, 0}, .grads = {m->grads, 0}, .m = {m->opt_m, 0},
+                           .v = {m->opt_v, 0}, .copy = copy, .hyper = {m->hyper, 0},
+                           .dtype = m->dtype, .n = m->padded, .beta1 = o->beta1,
+                           .beta2 = o->beta2, .eps = o->eps, .weight_decay = o->weight_decay,
+                           .adamw = o->type == VKT_OPTIM_ADAMW};
+        VKT_CHECK(vkt_op_adam(m->ops, m->opt_stream, &a));
+    }
+    VKT_CHECK(vkt_stream_end(m->opt_stream));
+    m->opt = *o;
+    return VKT_OK;
+}
+
+static bool same_recording(const vkt_optim_opts *a, const vkt_optim_opts *b)
+{
+    return a->type == b->type && a->beta1 == b->beta1 && a->beta2 == b->beta2 &&
+           a->eps == b->eps && a->weight_decay == b->weight_decay &&
+           a->momentum == b->momentum && a->nesterov == b->nesterov;
+}
+
+vkt_status vkt_model_step(vkt_model *m, const vkt_optim_opts *o, float lr)
+{
+    VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_step: model is NULL");
+    VKT_CHECK(check_opts(o));
+    VKT_FAIL_IF(m->opt_step && m->opt.type != o->type, VKT_ERR_INVALID_USAGE,
+                "vkt_model_step: the optimizer type changed after step %llu; its state "
+                "belongs to the first type", (unsigned long long)m->opt_step);
+    if (!m->opt_stream) VKT_CHECK(vkt_stream_create(m->dev, &m->opt_stream));
+    VKT_CHECK(make_state(m, o));
+    if (!m->opt_step || !same_recording(&m->opt, o)) VKT_CHECK(record(m, o));
+    float h[4];
+    m->opt_step++;
+    if (o->type == VKT_OPTIM_SGD) vkt_op_sgd_hyper(h, lr, 1.0f);
+    else vkt_op_adam_hyper(h, lr, o->beta1, o->beta2, m->opt_step, 1.0f);
+    VKT_CHECK(vkt_buffer_upload(m->hyper, 0, h, sizeof h));
+    return vkt_stream_run(m->opt_stream);
+}

@@ -1,0 +1,78 @@
+/* The GPT (2 layers, 4 heads, width 128, context 64, vocabulary 64) against
+ * PyTorch (fixture from tools/fixtures/make_gpt_fixture.py): from the same
+ * weights and batch, the loss and every parameter gradient, then 5 AdamW
+ * steps' losses. fp32 tolerances: loss 1e-5 relative; gradients 1e-4 of the
+ * largest gradient (long fp32 reductions — attention over 64 positions,
+ * LayerNorm over 128 channels, a 4096-row batch — in another order than
+ * PyTorch's); losses after steps 1e-4. */
+#include <stdlib.h>
+
+#include "fixture.h"
+#include "test_gpu.h"
+
+static void test_gpt_against_pytorch(void **state)
+{
+    vkt_device *dev = *state;
+    fixture *f = fixture_load("gpt_small.bin");
+    vkt_gpt_opts o = VKT_GPT_OPTS_INIT;
+    o.vocab = 64;
+    o.context = 64;
+    o.layers = 2;
+    o.heads = 4;
+    o.channels = 128;
+    vkt_model *m = NULL;
+    assert_vkt_ok(vkt_model_create_gpt(dev, &o, &m));
+    size_t np, nt;
+    const float *p0 = fixture_f32(f, "params0", &np);
+    assert_int_equal(vkt_model_num_params(m), np);
+    assert_vkt_ok(vkt_model_set_params(m, p0));
+    const int32_t *tok = fixture_i32(f, "tokens0", &nt);
+    vkt_batch b = {.size = 2, .seq_len = 64, .tokens = tok,
+                   .labels = fixture_i32(f, "labels0", NULL)};
+    float loss;
+    assert_vkt_ok(vkt_model_forward(m, &b, &loss));
+    fixture_expect_close("loss", &loss, fixture_f32(f, "loss0", NULL), 1, 1e-5);
+    assert_vkt_ok(vkt_model_backward(m));
+    float *g = malloc(np * 4);
+    assert_vkt_ok(vkt_model_get_grads(m, g));
+    /* per tensor, so a failure names the layer */
+    const float *want = fixture_f32(f, "grads0", NULL);
+    uint64_t at = 0;
+    for (uint32_t i = 0; i < vkt_model_param_count(m); i++) {
+        vkt_param_info pi;
+        assert_vkt_ok(vkt_model_param_info(m, i, &pi));
+        fixture_expect_close(pi.name, g + at, want + at, pi.numel, 1e-4);
+        at += pi.numel;
+    }
+    size_t ns;
+    const float *want_losses = fixture_f32(f, "losses", &ns);
+    float losses[8];
+    vkt_optim_opts opt = VKT_OPTIM_OPTS_INIT;
+    opt.type = VKT_OPTIM_ADAMW;
+    opt.weight_decay = 0.01f;
+    assert_vkt_ok(vkt_model_zero_grad(m));
+    for (size_t s = 0; s < ns; s++) {
+        vkt_batch bs = {.size = 2, .seq_len = 64,
+                        .tokens = fixture_i32(f, "tokens", NULL) + s * 128,
+                        .labels = fixture_i32(f, "labels", NULL) + s * 128};
+        assert_vkt_ok(vkt_model_zero_grad(m));
+        assert_vkt_ok(vkt_model_forward(m, &bs, &losses[s]));
+        assert_vkt_ok(vkt_model_backward(m));
+        assert_vkt_ok(vkt_model_step(m, &opt, 1e-3f));
+    }
+    fixture_expect_close("5 AdamW losses", losses, want_losses, ns, 1e-4);
+    vkt_model_memory mem;
+    vkt_model_memory_report(m, &mem);
+    print_message("  activations: %.2f MiB planned, %.2f MiB without reuse\n",
+                  mem.activations_planned / 1048576.0, mem.activations_naive / 1048576.0);
+    assert_true(mem.activations_planned < mem.activations_naive);
+    free(g);
+    vkt_model_destroy(m);
+    fixture_free(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_gpt_against_pytorch)};
+    return cmocka_run_group_tests(tests, tgpu_group_setup, tgpu_group_teardown);
+}

@@ -1,0 +1,160 @@
+/* The MLP against PyTorch (fixtures from tools/fixtures/make_mlp_fixtures.py):
+ * from PyTorch's initial weights, one batch's loss and every gradient, then
+ * 20 optimizer steps (SGD with momentum, AdamW, Adam) whose losses and final
+ * weights must agree. fp32 tolerances: loss and gradients 1e-5 relative to
+ * the largest magnitude (both sides accumulate in fp32 in another order);
+ * the 20 losses 1e-4 relative, as the issue asks; weights 1e-4. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixture.h"
+#include "test_gpu.h"
+
+typedef struct spec {
+    const char *file;
+    vkt_activation act;
+    vkt_loss loss;
+    vkt_optim_opts opt;
+} spec;
+
+static vkt_model *build(vkt_device *dev, const fixture *f, const spec *s)
+{
+    size_t ns;
+    const int32_t *sizes = fixture_i32(f, "sizes", &ns);
+    uint32_t u[16];
+    for (size_t i = 0; i < ns; i++) u[i] = (uint32_t)sizes[i];
+    vkt_mlp_opts o = VKT_MLP_OPTS_INIT;
+    o.layers = (uint32_t)ns - 1;
+    o.sizes = u;
+    o.activation = s->act;
+    o.loss = s->loss;
+    vkt_model *m = NULL;
+    assert_vkt_ok(vkt_model_create_mlp(dev, &o, &m));
+    size_t np;
+    const float *p0 = fixture_f32(f, "params0", &np);
+    assert_int_equal(vkt_model_num_params(m), np);
+    assert_vkt_ok(vkt_model_set_params(m, p0));
+    return m;
+}
+
+static vkt_batch batch_of(const fixture *f, const spec *s, const char *xname, const char *yname,
+                          size_t index, uint32_t rows, uint32_t in, uint32_t out)
+{
+    vkt_batch b = {.size = rows, .inputs = fixture_f32(f, xname, NULL) + index * rows * in};
+    if (s->loss == VKT_LOSS_XENT) b.labels = fixture_i32(f, yname, NULL) + index * rows;
+    else b.targets_f = fixture_f32(f, yname, NULL) + index * rows * out;
+    return b;
+}
+
+static void run(vkt_device *dev, const spec *s)
+{
+    print_message("%s\n", s->file);
+    fixture *f = fixture_load(s->file);
+    vkt_model *m = build(dev, f, s);
+    size_t ns, nx, np;
+    const int32_t *sizes = fixture_i32(f, "sizes", &ns);
+    uint32_t in = (uint32_t)sizes[0], out = (uint32_t)sizes[ns - 1];
+    fixture_f32(f, "x0", &nx);
+    uint32_t rows = (uint32_t)(nx / in);
+    /* one batch: loss and gradients */
+    vkt_batch b = batch_of(f, s, "x0", "y0", 0, rows, in, out);
+    float loss;
+    assert_vkt_ok(vkt_model_forward(m, &b, &loss));
+    fixture_expect_close("loss", &loss, fixture_f32(f, "loss0", NULL), 1, 1e-5);
+    assert_vkt_ok(vkt_model_backward(m));
+    const float *g0 = fixture_f32(f, "grads0", &np);
+    float *g = malloc(np * 4);
+    assert_vkt_ok(vkt_model_get_grads(m, g));
+    fixture_expect_close("gradients", g, g0, np, 1e-5);
+    /* 20 steps on fresh batches */
+    size_t nsteps;
+    const float *want_losses = fixture_f32(f, "losses", &nsteps);
+    float *losses = malloc(nsteps * 4);
+    for (size_t t = 0; t < nsteps; t++) {
+        vkt_batch bt = batch_of(f, s, "xs", "ys", t, rows, in, out);
+        assert_vkt_ok(vkt_model_zero_grad(m));
+        assert_vkt_ok(vkt_model_forward(m, &bt, &losses[t]));
+        assert_vkt_ok(vkt_model_backward(m));
+        assert_vkt_ok(vkt_model_step(m, &s->opt, s->opt.lr));
+    }
+    fixture_expect_close("20 losses", losses, want_losses, nsteps, 1e-4);
+    print_message("  losses: first %.6f last %.6f (PyTorch %.6f, %.6f)\n", losses[0],
+                  losses[nsteps - 1], want_losses[0], want_losses[nsteps - 1]);
+    float *p = malloc(np * 4);
+    assert_vkt_ok(vkt_model_get_params(m, p));
+    fixture_expect_close("final weights", p, fixture_f32(f, "params_final", NULL), np, 1e-4);
+    vkt_model_memory mem;
+    vkt_model_memory_report(m, &mem);
+    print_message("  memory: params %llu B, grads %llu B, optimizer %llu B, activations %llu B "
+                  "planned (%llu without reuse)\n", (unsigned long long)mem.params,
+                  (unsigned long long)mem.grads, (unsigned long long)mem.optimizer,
+                  (unsigned long long)mem.activations_planned,
+                  (unsigned long long)mem.activations_naive);
+    assert_true(mem.activations_planned <= mem.activations_naive);
+    free(g), free(losses), free(p);
+    vkt_model_destroy(m);
+    fixture_free(f);
+}
+
+static void test_against_pytorch(void **state)
+{
+    vkt_device *dev = *state;
+    spec specs[3] = {
+        {"mlp_xent_relu_sgd.bin", VKT_ACTIVATION_RELU, VKT_LOSS_XENT, VKT_OPTIM_OPTS_INIT},
+        {"mlp_mse_gelu_adamw.bin", VKT_ACTIVATION_GELU, VKT_LOSS_MSE, VKT_OPTIM_OPTS_INIT},
+        {"mlp_xent_relu_adam.bin", VKT_ACTIVATION_RELU, VKT_LOSS_XENT, VKT_OPTIM_OPTS_INIT},
+    };
+    specs[0].opt.type = VKT_OPTIM_SGD;
+    specs[0].opt.lr = 0.1f;
+    specs[0].opt.momentum = 0.9f;
+    specs[0].opt.weight_decay = 0.01f;
+    specs[1].opt.type = VKT_OPTIM_ADAMW;
+    specs[1].opt.lr = 1e-2f;
+    specs[1].opt.weight_decay = 0.01f;
+    specs[2].opt.type = VKT_OPTIM_ADAM;
+    specs[2].opt.lr = 3e-3f;
+    specs[2].opt.weight_decay = 0.001f;
+    for (int i = 0; i < 3; i++) run(dev, &specs[i]);
+}
+
+/* Changing the batch size re-plans and re-records; results stay right. */
+static void test_batch_sizes_and_errors(void **state)
+{
+    vkt_device *dev = *state;
+    uint32_t sizes[3] = {4, 6, 3};
+    vkt_mlp_opts o = VKT_MLP_OPTS_INIT;
+    o.layers = 2;
+    o.sizes = sizes;
+    o.seed = 7;
+    vkt_model *m;
+    assert_vkt_ok(vkt_model_create_mlp(dev, &o, &m));
+    float x[5 * 4] = {0};
+    int32_t y[5] = {0, 1, 2, 1, 0};
+    vkt_batch b = {.size = 5, .inputs = x, .labels = y};
+    float l5, l2;
+    assert_vkt_ok(vkt_model_forward(m, &b, &l5));
+    b.size = 2;
+    assert_vkt_ok(vkt_model_forward(m, &b, &l2));
+    assert_true(fabsf(l5 - l2) < 1.0f); /* zero inputs: every row gives the same logits */
+    assert_int_equal(vkt_model_backward(m), VKT_OK);
+    assert_int_equal(vkt_model_backward(m), VKT_ERR_INVALID_USAGE);
+    y[0] = 3; /* outside 0..2 */
+    assert_int_equal(vkt_model_forward(m, &b, &l2), VKT_ERR_INVALID_ARG);
+    print_message("bad label: %s\n", vkt_last_error());
+    vkt_model_destroy(m);
+    o.dtype = VKT_DTYPE_I32;
+    assert_int_equal(vkt_model_create_mlp(dev, &o, &m), VKT_ERR_UNSUPPORTED);
+    assert_null(m);
+}
+
+
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_against_pytorch),
+        cmocka_unit_test(test_batch_sizes_and_errors),
+    };
+    return cmocka_run_group_tests(tests, tgpu_group_setup, tgpu_group_teardown);
+}
