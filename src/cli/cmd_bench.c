@@ -1,10 +1,14 @@
 /* vktrain bench: benchmarks that print medians measured side by side in one
  * run, with the device and the host ISA. 'dispatch' measures the fixed cost
  * of a submit and of each dispatch inside a command buffer. */
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -88,7 +92,9 @@ static vkt_status bench_dispatch(vkt_device *dev, int reps, int k, dispatch_resu
 static int usage(FILE *f, int code)
 {
     fprintf(f, "usage: vktrain bench dispatch [--device SEL] [--reps N] [--dispatches K] [--json]\n"
-               "       vktrain bench ops [--op matmul|adam] [--size N] [--json]  (see --help)\n\n"
+               "       vktrain bench ops [--op matmul|adam] [--size N] [--json]  (see --help)\n"
+               "       vktrain bench comm [-n N] [--op allreduce] [--sizes 16M,64M] "
+               "[--backend auto,tcp,gloo] [--json]\n\n"
                "Measures the fixed costs every kernel pays, as medians of N runs (default 201):\n"
                "  submit+wait   one pre-recorded command buffer with one empty dispatch\n"
                "  per dispatch  extra time per dispatch in a command buffer of K (default 100)\n"
@@ -97,14 +103,34 @@ static int usage(FILE *f, int code)
     return code;
 }
 
+/* bench comm is the transport's own benchmark, vkt-bench-comm, a program
+ * with no Vulkan in it (it forks its ranks, which a process holding a
+ * Vulkan device should not do). It is installed next to vktrain; run it. */
+static int bench_comm(int argc, char **argv)
+{
+    char self[PATH_MAX], path[PATH_MAX + 32];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return cli_usage_error("bench", "cannot find my own executable: %s",
+                                       strerror(errno));
+    self[n] = '\0';
+    snprintf(path, sizeof path, "%s/vkt-bench-comm", dirname(self));
+    argv[0] = "vkt-bench-comm";
+    execv(path, argv);
+    fprintf(stderr, "vktrain: bench comm: cannot run %s: %s; it is built with the transport "
+                    "(needs libjansson-dev) and installed next to vktrain\n", path,
+            strerror(errno));
+    return 1;
+}
+
 int cmd_bench(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
         return usage(argc < 2 ? stderr : stdout, argc < 2 ? 2 : 0);
     if (!strcmp(argv[1], "ops")) return cmd_bench_ops(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "comm")) return bench_comm(argc - 1, argv + 1);
     if (strcmp(argv[1], "dispatch"))
-        return cli_usage_error("bench", "unknown benchmark '%s' (available: dispatch, ops)",
-                               argv[1]);
+        return cli_usage_error("bench", "unknown benchmark '%s' (available: dispatch, ops, "
+                               "comm)", argv[1]);
     static const struct option opts[] = {
         {"device", required_argument, NULL, 'd'}, {"reps", required_argument, NULL, 'r'},
         {"dispatches", required_argument, NULL, 'k'}, {"json", no_argument, NULL, 'j'},

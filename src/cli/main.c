@@ -13,7 +13,7 @@ typedef struct command {
 static const command commands[] = {
     {"info", cmd_info, "list Vulkan devices and their capabilities"},
     {"selftest", cmd_selftest, "run real kernels on a device and check them against C"},
-    {"bench", cmd_bench, "benchmarks: dispatch (fixed costs), ops (kernel speed vs. CPU)"},
+    {"bench", cmd_bench, "benchmarks: dispatch (fixed costs), ops (kernels vs. CPU), comm"},
 };
 
 static void usage(FILE *f)

@@ -165,6 +165,29 @@ static void test_bench_ops(void **state)
     assert_int_equal(run(NULL, "bench ops --op conv"), 2);
 }
 
+/* bench comm runs the transport's benchmark program installed next to us. */
+static void test_bench_comm(void **state)
+{
+    (void)state;
+    int rc = run(NULL, "bench comm -n 2 --op allreduce --sizes 4K --backend tcp --json");
+#ifndef VKT_HAVE_BENCH_COMM /* built without the transport: a clear error instead */
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(err, "vkt-bench-comm"));
+    return;
+#endif
+    if (rc != 0) fail_msg("bench comm exited %d\n%s\n%s", rc, out, err);
+    json_t *a = json_loads(out, 0, NULL);
+    assert_true(json_is_array(a));
+    assert_true(json_array_size(a) >= 1);
+    json_t *r = json_array_get(a, 0);
+    assert_string_equal(json_string_value(json_object_get(r, "backend")), "tcp");
+    assert_string_equal(json_string_value(json_object_get(r, "op")), "allreduce");
+    assert_int_equal(json_integer_value(json_object_get(r, "nranks")), 2);
+    assert_int_equal(json_integer_value(json_object_get(r, "bytes")), 4096);
+    assert_true(json_real_value(json_object_get(r, "median_s")) > 0);
+    json_decref(a);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -176,7 +199,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_version_and_help), cmocka_unit_test(test_info_table),
         cmocka_unit_test(test_info_json),        cmocka_unit_test(test_selftest_validated),
         cmocka_unit_test(test_device_errors),    cmocka_unit_test(test_bench_dispatch),
-        cmocka_unit_test(test_bench_ops),
+        cmocka_unit_test(test_bench_ops),        cmocka_unit_test(test_bench_comm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
