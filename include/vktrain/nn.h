@@ -123,17 +123,24 @@ typedef struct vkt_batch {
     const float *targets_f;
     const int32_t *tokens;
     uint32_t seq_len;
-    /* Loss normalisation: the loss is a mean over this many samples (or,
-     * for XENT, non-ignored labels) — set it to the global batch when
-     * gradients of several micro-batches or ranks are summed. 0: this batch. */
+    /* Loss normalisation: the loss is a mean over this many targets — XENT:
+     * labels that are not -1 (for the GPT: token positions, not sequences);
+     * MSE: samples (multiplied by the output width inside). Set it to the
+     * global batch's count when gradients of several micro-batches or ranks
+     * are summed. 0: this batch's own count. */
     uint64_t loss_denominator;
 } vkt_batch;
 
 /* Forward pass with loss (blocking; *loss is this batch's share of the mean
- * loss, i.e. sum over this batch / loss_denominator). Records the command
- * buffers the first time a batch size is seen, replays them afterwards. */
+ * loss, i.e. sum over this batch / loss_denominator; loss may be NULL).
+ * Records the command buffers the first time a (batch size, seq_len) is
+ * seen and replays them afterwards. Returns VKT_ERR_INVALID_ARG (missing
+ * arrays, a label or token out of range: the message names the position),
+ * VKT_ERR_NOMEM, VKT_ERR_UNSUPPORTED (an activation larger than one binding
+ * window: use a smaller batch), VKT_ERR_VULKAN. */
 VKT_API vkt_status vkt_model_forward(vkt_model *m, const vkt_batch *b, float *loss);
-/* Backward of the last forward: accumulates into the gradients. Blocking. */
+/* Backward of the last forward: accumulates into the gradients. Blocking.
+ * VKT_ERR_INVALID_USAGE without a forward since the last backward. */
 VKT_API vkt_status vkt_model_backward(vkt_model *m);
 VKT_API vkt_status vkt_model_zero_grad(vkt_model *m);
 
@@ -146,7 +153,6 @@ typedef enum vkt_optim_type {
 typedef struct vkt_optim_opts {
     uint32_t struct_size; /* set by VKT_OPTIM_OPTS_INIT */
     vkt_optim_type type;
-    float lr;
     float beta1, beta2, eps; /* Adam/AdamW */
     float weight_decay;
     float momentum; /* SGD */
@@ -155,14 +161,16 @@ typedef struct vkt_optim_opts {
 
 #define VKT_OPTIM_OPTS_INIT                                                        \
     {                                                                              \
-        sizeof(vkt_optim_opts), VKT_OPTIM_SGD, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f,   \
-            0.0f, false                                                            \
+        sizeof(vkt_optim_opts), VKT_OPTIM_SGD, 0.9f, 0.999f, 1e-8f, 0.0f, 0.0f,    \
+            false                                                                  \
     }
 
 /* Apply one optimizer step to the parameters from the accumulated gradients
- * (PyTorch semantics), with learning rate lr (the schedule is the caller's).
- * The optimizer state is created on the first call; the type must not
- * change afterwards. Blocking. */
+ * (PyTorch semantics), with learning rate lr (the schedule is the caller's,
+ * so lr is an argument, not an option). The optimizer state is created on
+ * the first call; the type must not change afterwards (VKT_ERR_INVALID_USAGE).
+ * Other hyperparameters may change between steps (re-recorded). Blocking.
+ * Returns VKT_ERR_INVALID_ARG for bad options, VKT_ERR_NOMEM, VKT_ERR_VULKAN. */
 VKT_API vkt_status vkt_model_step(vkt_model *m, const vkt_optim_opts *opts, float lr);
 
 /* Device memory of the model, in bytes. activations_planned is the arena

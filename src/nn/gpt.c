@@ -12,7 +12,7 @@ static vkt_status check_opts(vkt_device *dev, const vkt_gpt_opts *o)
     VKT_FAIL_IF(o->struct_size != sizeof *o, VKT_ERR_INVALID_ARG,
                 "vkt_model_create_gpt: initialise opts with VKT_GPT_OPTS_INIT");
     VKT_FAIL_IF(o->vocab < 2 || o->context < 1 || o->layers < 1 || o->layers > 256 ||
-                    o->heads < 1 || o->channels % o->heads,
+                    o->heads < 1 || o->channels < o->heads || o->channels % o->heads,
                 VKT_ERR_INVALID_ARG,
                 "gpt: vocab %u, context %u, layers %u, heads %u, channels %u: need vocab >= 2, "
                 "context >= 1, 1..256 layers and channels divisible by heads", o->vocab,

@@ -21,6 +21,7 @@ void vkt_model_destroy(vkt_model *m)
     vkt_buffer_destroy(m->hyper);
     vkt__ops_destroy(m->ops);
     vkt_free(m->param_ids);
+    vkt_free(m->param_names);
     vkt_free(m);
 }
 
@@ -31,6 +32,12 @@ static vkt_status check_gpt_batch(const vkt_model *m, const vkt_batch *b)
                 "vkt_model_forward: a GPT batch needs tokens, labels and seq_len 1..%u (got "
                 "%u)", m->context, b->seq_len);
     uint64_t n = (uint64_t)b->size * b->seq_len;
+    /* Shapes are 32-bit inside the kernels: rows, and the attention scores. */
+    VKT_FAIL_IF(n > UINT32_MAX / m->channels / 4 ||
+                    (uint64_t)b->size * m->heads * b->seq_len * b->seq_len > UINT32_MAX,
+                VKT_ERR_INVALID_ARG,
+                "vkt_model_forward: a batch of %u sequences of %u tokens is too large; split "
+                "it into micro-batches", b->size, b->seq_len);
     for (uint64_t i = 0; i < n; i++) {
         VKT_FAIL_IF(b->tokens[i] < 0 || b->tokens[i] >= (int32_t)m->vocab, VKT_ERR_INVALID_ARG,
                     "vkt_model_forward: token %d at position %llu is outside the vocabulary "
@@ -78,13 +85,16 @@ static vkt_status prepare(vkt_model *m, uint32_t batch, uint32_t seq)
 {
     if (m->batch == batch && m->seq == seq) return VKT_OK;
     m->rec_denominator = 0;
-    VKT_CHECK(vkt__nn_build(m, batch, seq));
-    return vkt__nn_record_forward(m);
+    vkt_status st = vkt__nn_build(m, batch, seq);
+    if (st == VKT_OK) st = vkt__nn_record_forward(m);
+    if (st != VKT_OK) m->batch = 0; /* never replay a half-built graph */
+    return st;
 }
 
 vkt_status vkt_model_forward(vkt_model *m, const vkt_batch *b, float *loss)
 {
     VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_forward: model is NULL");
+    m->have_forward = false;
     VKT_CHECK(check_batch(m, b));
     uint32_t seq = m->gpt ? b->seq_len : 1;
     VKT_CHECK(prepare(m, b->size, m->gpt ? seq : 0));
@@ -130,6 +140,11 @@ vkt_status vkt_model_zero_grad(vkt_model *m)
 
 void vkt_model_memory_report(const vkt_model *m, vkt_model_memory *out)
 {
+    if (!out) return;
+    if (!m) {
+        *out = (vkt_model_memory){0, 0, 0, 0, 0};
+        return;
+    }
     uint64_t es = vkt_dtype_size(m->dtype);
     *out = (vkt_model_memory){
         .params = m->padded * 4 + (m->copy != m->master ? m->padded * es : 0),

@@ -77,9 +77,9 @@ vkt_status vkt__nn_node(nn_graph *g, nn_node n);
 void vkt__nn_graph_free(nn_graph *g);
 
 /* ---- memory planning (plan.c) ----
- * Assign byte offsets to ACT and GRAD tensors: align each to `align`, keep
- * each inside one window of `window` bytes, share memory between tensors
- * whose lifetimes [first, last] do not overlap. Returns the arena size and
+ * Assign byte offsets to ACT and GRAD tensors: align each to `align`, share
+ * memory between tensors whose lifetimes [first, last] do not overlap; none
+ * may exceed `window` bytes (one binding). Returns the arena size and
  * what one buffer per tensor would take. */
 vkt_status vkt__nn_plan(nn_graph *g, uint64_t align, uint64_t window, uint64_t *arena,
                         uint64_t *naive);
@@ -98,11 +98,13 @@ struct vkt_model {
     uint64_t seed;
     /* parameters */
     uint32_t *param_ids; /* state_dict order */
+    char (*param_names)[48]; /* copies that stay put while the graph grows */
     uint32_t nparams;
     uint64_t numel, padded; /* real and padded element counts */
     vkt_buffer *master, *copy, *grads; /* copy == master for f32 */
     vkt_buffer *opt_m, *opt_v, *hyper;
     vkt_optim_opts opt;  /* what opt_stream was recorded with (lr aside) */
+    bool opt_recorded;   /* opt_stream holds a complete recording of opt */
     uint64_t opt_step;
     vkt_stream *opt_stream;
     /* activations and the batch */
@@ -118,6 +120,9 @@ struct vkt_model {
 
 /* params.c */
 vkt_status vkt__nn_params_layout(vkt_model *m);
+/* Elements of the flat parameter buffers one binding window holds: ops over
+ * the whole flat buffer (zeroing, the optimizer) go window by window. */
+uint64_t vkt__nn_param_window(const vkt_model *m);
 vkt_status vkt__nn_params_init(vkt_model *m);
 
 /* (re)build the graph's activations and nodes for a batch (rows for the

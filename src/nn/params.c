@@ -10,12 +10,17 @@
 
 static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
+uint64_t vkt__nn_param_window(const vkt_model *m)
+{
+    uint64_t window = vkt_device_get_caps(m->dev)->max_storage_buffer_range / 4;
+    return window - window % PARAM_ALIGN;
+}
+
 /* Offsets in elements; no tensor straddles an fp32 binding window (which
  * also keeps it inside one window of the 16-bit copy, twice as long). */
 vkt_status vkt__nn_params_layout(vkt_model *m)
 {
-    uint64_t window = vkt_device_get_caps(m->dev)->max_storage_buffer_range / 4;
-    window -= window % PARAM_ALIGN;
+    uint64_t window = vkt__nn_param_window(m);
     uint64_t at = 0;
     m->numel = 0;
     for (uint32_t i = 0; i < m->nparams; i++) {
@@ -30,6 +35,10 @@ vkt_status vkt__nn_params_layout(vkt_model *m)
         m->numel += t->numel;
     }
     m->padded = at ? at : PARAM_ALIGN;
+    m->param_names = vkt_calloc(m->nparams, sizeof *m->param_names);
+    VKT_FAIL_IF(!m->param_names, VKT_ERR_NOMEM, "model: out of host memory");
+    for (uint32_t i = 0; i < m->nparams; i++)
+        memcpy(m->param_names[i], m->g.t[m->param_ids[i]].name, sizeof m->param_names[i]);
     VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, m->padded * 4, &m->master));
     uint64_t es = vkt_dtype_size(m->dtype);
     if (m->dtype == VKT_DTYPE_F32) m->copy = m->master;
@@ -93,7 +102,9 @@ vkt_status vkt_model_param_info(const vkt_model *m, uint32_t i, vkt_param_info *
     VKT_FAIL_IF(!m || !out || i >= m->nparams, VKT_ERR_INVALID_ARG,
                 "vkt_model_param_info: index %u of %u", i, m ? m->nparams : 0);
     const nn_tensor *t = &m->g.t[m->param_ids[i]];
-    *out = (vkt_param_info){t->name, t->ndim, {0}, t->numel, t->offset};
+    /* The graph's tensor array moves when a batch adds tensors; the name
+     * handed out must not, so it comes from the copy made at creation. */
+    *out = (vkt_param_info){m->param_names[i], t->ndim, {0}, t->numel, t->offset};
     memcpy(out->shape, t->shape, sizeof out->shape);
     return VKT_OK;
 }

@@ -215,6 +215,7 @@ static vkt_status zero_first_writes(vkt_model *m, vkt_stream *s, const nn_node *
 vkt_status vkt__nn_record_backward(vkt_model *m, uint64_t den)
 {
     if (!m->bwd) VKT_CHECK(vkt_stream_create(m->dev, &m->bwd));
+    m->rec_denominator = 0; /* until this recording is complete */
     bool *zeroed = vkt_calloc(m->g.nt, sizeof *zeroed);
     VKT_FAIL_IF(!zeroed, VKT_ERR_NOMEM, "model: out of host memory");
     vkt_status st = vkt_stream_begin(m->bwd);
@@ -234,6 +235,9 @@ vkt_status vkt__nn_record_zero(vkt_model *m)
 {
     if (!m->zero) VKT_CHECK(vkt_stream_create(m->dev, &m->zero));
     VKT_CHECK(vkt_stream_begin(m->zero));
-    VKT_CHECK(vkt_op_zero(m->ops, m->zero, (vkt_tref){m->grads, 0}, m->dtype, m->padded));
+    uint64_t w = vkt__nn_param_window(m), es = vkt_dtype_size(m->dtype);
+    for (uint64_t at = 0; at < m->padded; at += w)
+        VKT_CHECK(vkt_op_zero(m->ops, m->zero, (vkt_tref){m->grads, at * es}, m->dtype,
+                              m->padded - at < w ? m->padded - at : w));
     return vkt_stream_end(m->zero);
 }

@@ -24,45 +24,65 @@ static vkt_status check_opts(const vkt_optim_opts *o)
     return VKT_OK;
 }
 
+/* Zeroed optimizer state: m (momentum or Adam's first moment) and v. Both
+ * are made before either is kept, so a failure leaves none half-made. */
 static vkt_status make_state(vkt_model *m, const vkt_optim_opts *o)
 {
     uint64_t bytes = m->padded * 4;
     bool adam = o->type != VKT_OPTIM_SGD;
     if (!m->hyper) VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_HOST, 16, &m->hyper));
-    if (!m->opt_m && (adam || o->momentum != 0)) {
-        VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, bytes, &m->opt_m));
-        VKT_CHECK(vkt_stream_begin(m->opt_stream));
-        VKT_CHECK(vkt_stream_fill(m->opt_stream, m->opt_m, 0, bytes, 0));
-        if (adam) {
-            VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, bytes, &m->opt_v));
-            VKT_CHECK(vkt_stream_fill(m->opt_stream, m->opt_v, 0, bytes, 0));
-        }
-        VKT_CHECK(vkt_stream_end(m->opt_stream));
-        VKT_CHECK(vkt_stream_run(m->opt_stream));
+    if (m->opt_m || (!adam && o->momentum == 0)) return VKT_OK;
+    vkt_buffer *mb = NULL, *vb = NULL;
+    vkt_status st = vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, bytes, &mb);
+    if (st == VKT_OK && adam) st = vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, bytes, &vb);
+    m->opt_recorded = false;
+    if (st == VKT_OK) st = vkt_stream_begin(m->opt_stream);
+    if (st == VKT_OK) st = vkt_stream_fill(m->opt_stream, mb, 0, bytes, 0);
+    if (st == VKT_OK && vb) st = vkt_stream_fill(m->opt_stream, vb, 0, bytes, 0);
+    if (st == VKT_OK) st = vkt_stream_end(m->opt_stream);
+    if (st == VKT_OK) st = vkt_stream_run(m->opt_stream);
+    if (st != VKT_OK) {
+        vkt_buffer_destroy(mb);
+        vkt_buffer_destroy(vb);
+        return st;
     }
+    m->opt_m = mb;
+    m->opt_v = vb;
     return VKT_OK;
+}
+
+/* The update of elements [at, at+n) of the flat buffers: one binding
+ * window's worth, so models larger than a window work. */
+static vkt_status record_window(vkt_model *m, const vkt_optim_opts *o, uint64_t at, uint64_t n)
+{
+    uint64_t es = vkt_dtype_size(m->dtype);
+    vkt_tref copy = {m->copy != m->master ? m->copy : NULL, at * es};
+    if (o->type == VKT_OPTIM_SGD) {
+        vkt_sgd_args a = {.params = {m->master, at * 4}, .grads = {m->grads, at * es},
+                          .momentum_buf = {m->opt_m, at * 4}, .copy = copy,
+                          .hyper = {m->hyper, 0}, .dtype = m->dtype, .n = n,
+                          .momentum = o->momentum, .weight_decay = o->weight_decay,
+                          .nesterov = o->nesterov};
+        return vkt_op_sgd(m->ops, m->opt_stream, &a);
+    }
+    vkt_adam_args a = {.params = {m->master, at * 4}, .grads = {m->grads, at * es},
+                       .m = {m->opt_m, at * 4}, .v = {m->opt_v, at * 4}, .copy = copy,
+                       .hyper = {m->hyper, 0}, .dtype = m->dtype, .n = n, .beta1 = o->beta1,
+                       .beta2 = o->beta2, .eps = o->eps, .weight_decay = o->weight_decay,
+                       .adamw = o->type == VKT_OPTIM_ADAMW};
+    return vkt_op_adam(m->ops, m->opt_stream, &a);
 }
 
 static vkt_status record(vkt_model *m, const vkt_optim_opts *o)
 {
-    vkt_tref copy = {m->copy != m->master ? m->copy : NULL, 0};
+    m->opt_recorded = false;
     VKT_CHECK(vkt_stream_begin(m->opt_stream));
-    if (o->type == VKT_OPTIM_SGD) {
-        vkt_sgd_args a = {.params = {m->master, 0}, .grads = {m->grads, 0},
-                          .momentum_buf = {m->opt_m, 0}, .copy = copy, .hyper = {m->hyper, 0},
-                          .dtype = m->dtype, .n = m->padded, .momentum = o->momentum,
-                          .weight_decay = o->weight_decay, .nesterov = o->nesterov};
-        VKT_CHECK(vkt_op_sgd(m->ops, m->opt_stream, &a));
-    } else {
-        vkt_adam_args a = {.params = {m->master, 0}, .grads = {m->grads, 0}, .m = {m->opt_m, 0},
-                           .v = {m->opt_v, 0}, .copy = copy, .hyper = {m->hyper, 0},
-                           .dtype = m->dtype, .n = m->padded, .beta1 = o->beta1,
-                           .beta2 = o->beta2, .eps = o->eps, .weight_decay = o->weight_decay,
-                           .adamw = o->type == VKT_OPTIM_ADAMW};
-        VKT_CHECK(vkt_op_adam(m->ops, m->opt_stream, &a));
-    }
+    uint64_t w = vkt__nn_param_window(m);
+    for (uint64_t at = 0; at < m->padded; at += w)
+        VKT_CHECK(record_window(m, o, at, m->padded - at < w ? m->padded - at : w));
     VKT_CHECK(vkt_stream_end(m->opt_stream));
     m->opt = *o;
+    m->opt_recorded = true;
     return VKT_OK;
 }
 
@@ -82,7 +102,7 @@ vkt_status vkt_model_step(vkt_model *m, const vkt_optim_opts *o, float lr)
                 "belongs to the first type", (unsigned long long)m->opt_step);
     if (!m->opt_stream) VKT_CHECK(vkt_stream_create(m->dev, &m->opt_stream));
     VKT_CHECK(make_state(m, o));
-    if (!m->opt_step || !same_recording(&m->opt, o)) VKT_CHECK(record(m, o));
+    if (!m->opt_recorded || !same_recording(&m->opt, o)) VKT_CHECK(record(m, o));
     float h[4];
     m->opt_step++;
     if (o->type == VKT_OPTIM_SGD) vkt_op_sgd_hyper(h, lr, 1.0f);

@@ -8,7 +8,29 @@
 #include <stdlib.h>
 
 #include "fixture.h"
+#include "nn/nn_int.h"
 #include "test_gpu.h"
+
+/* The planner's promise: tensors alive at the same time never share bytes. */
+static void check_plan(const vkt_model *m)
+{
+    const nn_graph *g = &m->g;
+    int pairs = 0;
+    for (uint32_t i = 0; i < g->nt; i++)
+        for (uint32_t j = i + 1; j < g->nt; j++) {
+            const nn_tensor *a = &g->t[i], *b = &g->t[j];
+            if ((a->kind != T_ACT && a->kind != T_GRAD) || (b->kind != T_ACT && b->kind != T_GRAD))
+                continue;
+            if (a->first > b->last || b->first > a->last) continue;
+            uint64_t ea = a->offset + a->numel * vkt_dtype_size(a->dtype);
+            uint64_t eb = b->offset + b->numel * vkt_dtype_size(b->dtype);
+            if (a->offset < eb && b->offset < ea)
+                fail_msg("%s [%d,%d] and %s [%d,%d] overlap in the arena", a->name, a->first,
+                         a->last, b->name, b->first, b->last);
+            pairs++;
+        }
+    print_message("  planner: %d live pairs checked, none overlap\n", pairs);
+}
 
 static void test_gpt_against_pytorch(void **state)
 {
@@ -32,6 +54,7 @@ static void test_gpt_against_pytorch(void **state)
     float loss;
     assert_vkt_ok(vkt_model_forward(m, &b, &loss));
     fixture_expect_close("loss", &loss, fixture_f32(f, "loss0", NULL), 1, 1e-5);
+    check_plan(m);
     assert_vkt_ok(vkt_model_backward(m));
     float *g = malloc(np * 4);
     assert_vkt_ok(vkt_model_get_grads(m, g));

@@ -92,7 +92,7 @@ void fixture_expect_close(const char *what, const float *got, const float *want,
     for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(want[i]));
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)got[i] - want[i]) / scale;
-        if (d > worst) worst = d, at = i;
+        if (!(d <= worst)) worst = isnan(d) ? INFINITY : d, at = i; /* NaN is the worst */
     }
     print_message("  %-14s max diff %.2e of max |x| (%zu values)\n", what, worst, n);
     if (worst > rel)
