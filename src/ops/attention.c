@@ -30,18 +30,6 @@ _Static_assert(sizeof(attn_push) <= 128, "push constants fit every device");
 enum { V_QKV, V_OUT, V_ATT, V_DQKV, V_DOUT, V_DATT, NVIEW };
 static const char *const view_names[NVIEW] = {"qkv", "out", "att", "dqkv", "dout", "datt"};
 
-static vkt_status check_dtype(const vkt_ops *ops, vkt_dtype t, const char *op)
-{
-    VKT_FAIL_IF(t != VKT_DTYPE_F32 && t != VKT_DTYPE_F16 && t != VKT_DTYPE_BF16,
-                VKT_ERR_INVALID_ARG, "%s: dtype %s is not a training dtype (f32, f16, bf16)",
-                op, vkt_dtype_name(t));
-    const vkt_device_caps *c = vkt_device_get_caps(vkt__ops_device(ops));
-    VKT_FAIL_IF(t != VKT_DTYPE_F32 && !c->storage_16bit, VKT_ERR_UNSUPPORTED,
-                "%s: %s tensors need 16-bit storage buffers, which '%s' lacks; train in f32 "
-                "on this device", op, vkt_dtype_name(t), c->name);
-    return VKT_OK;
-}
-
 static vkt_status check_dims(const vkt_attention_args *a, const char *op)
 {
     VKT_FAIL_IF(a->b == 0, VKT_ERR_INVALID_ARG, "%s: b = 0; give at least one batch item", op);
@@ -161,7 +149,7 @@ vkt_status vkt_op_attention_fwd(vkt_ops *ops, vkt_stream *s, const vkt_attention
 {
     static const int ids[] = {V_QKV, V_OUT, V_ATT};
     uint32_t chunk;
-    VKT_CHECK(check_dtype(ops, a->t, "attention_fwd"));
+    VKT_CHECK(vkt__ops_check_dtype(ops, a->t, "attention_fwd"));
     VKT_CHECK(check_dims(a, "attention_fwd"));
     VKT_CHECK(check_views(ops, a, ids, 3, "attention_fwd", &chunk));
     return launch(ops, s, a, "attention_fwd", ids, 3, chunk);
@@ -173,7 +161,7 @@ vkt_status vkt_op_attention_bwd(vkt_ops *ops, vkt_stream *s, const vkt_attention
 {
     static const int ids[] = {V_QKV, V_ATT, V_DOUT, V_DATT, V_DQKV};
     uint32_t chunk;
-    VKT_CHECK(check_dtype(ops, a->t, "attention_bwd"));
+    VKT_CHECK(vkt__ops_check_dtype(ops, a->t, "attention_bwd"));
     VKT_CHECK(check_dims(a, "attention_bwd"));
     VKT_CHECK(check_views(ops, a, ids, 5, "attention_bwd", &chunk));
     VKT_CHECK(launch(ops, s, a, "attention_bwd_q", ids, 5, chunk));

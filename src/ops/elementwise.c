@@ -36,25 +36,13 @@ typedef struct ew_call {
     float alpha;
 } ew_call;
 
-static vkt_status check_dtype(const vkt_ops *ops, vkt_dtype t, const char *op)
-{
-    VKT_FAIL_IF(t != VKT_DTYPE_F32 && t != VKT_DTYPE_F16 && t != VKT_DTYPE_BF16,
-                VKT_ERR_INVALID_ARG, "%s: dtype %s is not a training dtype (f32, f16, bf16)",
-                op, vkt_dtype_name(t));
-    const vkt_device_caps *c = vkt_device_get_caps(vkt__ops_device(ops));
-    VKT_FAIL_IF(t != VKT_DTYPE_F32 && !c->storage_16bit, VKT_ERR_UNSUPPORTED,
-                "%s: %s tensors need 16-bit storage buffers, which '%s' lacks; train in f32 "
-                "on this device", op, vkt_dtype_name(t), c->name);
-    return VKT_OK;
-}
-
 /* Common checks: ops/stream present, a training dtype, count in range.
  * count 0 passes (the launchers then record nothing). */
 static vkt_status check_call(vkt_ops *ops, vkt_stream *s, vkt_dtype t, uint64_t count,
                              const char *op)
 {
     VKT_FAIL_IF(!ops || !s, VKT_ERR_INVALID_ARG, "%s: ops or stream is NULL", op);
-    VKT_CHECK(check_dtype(ops, t, op));
+    VKT_CHECK(vkt__ops_check_dtype(ops, t, op));
     VKT_FAIL_IF(count > UINT32_MAX, VKT_ERR_INVALID_ARG,
                 "%s: %llu elements; give at most 2^32-1 per call (split the tensor)", op,
                 (unsigned long long)count);
@@ -242,7 +230,7 @@ vkt_status vkt_op_cast(vkt_ops *ops, vkt_stream *s, vkt_tref dst, vkt_dtype dst_
                        vkt_dtype src_t, uint64_t count)
 {
     VKT_CHECK(check_call(ops, s, dst_t, count, "cast (destination)"));
-    VKT_CHECK(check_dtype(ops, src_t, "cast (source)"));
+    VKT_CHECK(vkt__ops_check_dtype(ops, src_t, "cast (source)"));
     ew_call k = ew_init("cast", "cast", dst_t);
     snprintf(k.shader, sizeof k.shader, "cast_%s_to_%s", vkt_dtype_name(src_t),
              vkt_dtype_name(dst_t));

@@ -39,18 +39,6 @@ _Static_assert(sizeof(ln_colsum_push) <= 128, "push constants fit every device")
 #define GPU_WG 256u
 #define GPU_COLS 32u /* columns per workgroup of the GPU column-sum kernel */
 
-static vkt_status check_dtype(const vkt_ops *ops, vkt_dtype t, const char *op)
-{
-    VKT_FAIL_IF(t != VKT_DTYPE_F32 && t != VKT_DTYPE_F16 && t != VKT_DTYPE_BF16,
-                VKT_ERR_INVALID_ARG, "%s: dtype %s is not a training dtype (f32, f16, bf16)",
-                op, vkt_dtype_name(t));
-    const vkt_device_caps *c = vkt_device_get_caps(vkt__ops_device(ops));
-    VKT_FAIL_IF(t != VKT_DTYPE_F32 && !c->storage_16bit, VKT_ERR_UNSUPPORTED,
-                "%s: %s tensors need 16-bit storage buffers, which '%s' lacks; train in f32 "
-                "on this device", op, vkt_dtype_name(t), c->name);
-    return VKT_OK;
-}
-
 static vkt_status check_dims(const vkt_ops *ops, uint32_t n, uint32_t c, const char *op)
 {
     bool cpu = vkt__ops_family(ops) == VKT_KERNELS_CPU;
@@ -109,7 +97,7 @@ static uint32_t rows_per_group(const vkt_ops *ops)
 vkt_status vkt_op_layernorm_fwd(vkt_ops *ops, vkt_stream *s, const vkt_layernorm_args *a)
 {
     VKT_FAIL_IF(!ops || !s || !a, VKT_ERR_INVALID_ARG, "layernorm_fwd: NULL ops, stream or args");
-    VKT_CHECK(check_dtype(ops, a->t, "layernorm_fwd"));
+    VKT_CHECK(vkt__ops_check_dtype(ops, a->t, "layernorm_fwd"));
     VKT_CHECK(check_dims(ops, a->n, a->c, "layernorm_fwd"));
     VKT_FAIL_IF(!(a->eps > 0), VKT_ERR_INVALID_ARG,
                 "layernorm_fwd: eps = %g; give a positive eps such as 1e-5", (double)a->eps);
@@ -182,7 +170,7 @@ static vkt_status ln_bwd_cols(vkt_ops *ops, vkt_stream *s, const vkt_layernorm_b
 vkt_status vkt_op_layernorm_bwd(vkt_ops *ops, vkt_stream *s, const vkt_layernorm_bwd_args *a)
 {
     VKT_FAIL_IF(!ops || !s || !a, VKT_ERR_INVALID_ARG, "layernorm_bwd: NULL ops, stream or args");
-    VKT_CHECK(check_dtype(ops, a->t, "layernorm_bwd"));
+    VKT_CHECK(vkt__ops_check_dtype(ops, a->t, "layernorm_bwd"));
     VKT_CHECK(check_dims(ops, a->n, a->c, "layernorm_bwd"));
     uint32_t es = (uint32_t)vkt_dtype_size(a->t);
     /* Check the column pass's own outputs before recording anything, so a

@@ -181,3 +181,15 @@ uint32_t vkt__ops_groups(vkt_split sp, uint64_t count)
     uint64_t per_group = (uint64_t)sp.wg * sp.run;
     return (uint32_t)((count + per_group - 1) / per_group);
 }
+
+vkt_status vkt__ops_check_dtype(const vkt_ops *ops, vkt_dtype t, const char *op)
+{
+    VKT_FAIL_IF(t != VKT_DTYPE_F32 && t != VKT_DTYPE_F16 && t != VKT_DTYPE_BF16,
+                VKT_ERR_INVALID_ARG, "%s: dtype %s is not a training dtype (f32, f16, bf16)",
+                op, vkt_dtype_name(t));
+    const vkt_device_caps *c = vkt_device_get_caps(ops->dev);
+    VKT_FAIL_IF(t != VKT_DTYPE_F32 && !c->storage_16bit, VKT_ERR_UNSUPPORTED,
+                "%s: %s tensors need 16-bit storage buffers, which '%s' lacks; train in f32 "
+                "on this device", op, vkt_dtype_name(t), c->name);
+    return VKT_OK;
+}

@@ -33,8 +33,6 @@ typedef struct vkt_matmul_args {
 
 vkt_status vkt_op_matmul(vkt_ops *ops, vkt_stream *s, const vkt_matmul_args *args);
 
-#endif
-
 /* ---- optimizers -----------------------------------------------------------
  * One update step over n parameters, recorded once and replayed: what
  * changes every step (learning rate, bias corrections, the gradient scale
@@ -75,3 +73,5 @@ void vkt_op_sgd_hyper(float hyper[4], float lr, float grad_scale);
 uint32_t vkt_op_grad_sumsq_partials(const vkt_ops *ops, uint64_t n);
 vkt_status vkt_op_grad_sumsq(vkt_ops *ops, vkt_stream *s, vkt_tref partials, vkt_tref grads,
                              vkt_dtype dtype, uint64_t n, float scale);
+
+#endif

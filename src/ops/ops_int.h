@@ -57,6 +57,10 @@ typedef struct vkt_tref {
 vkt_status vkt__ops_bind(const vkt_ops *ops, vkt_tref t, uint64_t bytes, uint32_t elem_size,
                          const char *what, vkt_binding *b, uint32_t *first);
 
+/* t is a training dtype (f32, f16, bf16) the device can store: 16-bit
+ * types need storage_16bit. Errors name op. */
+vkt_status vkt__ops_check_dtype(const vkt_ops *ops, vkt_dtype t, const char *op);
+
 /* How an elementwise kernel covers n elements: workgroup size and run
  * length (the shader's spec constants 0 and 1), and elements per dispatch
  * (launchers loop when n is larger, shifting their offsets). */

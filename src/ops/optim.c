@@ -23,18 +23,6 @@ typedef struct sumsq_push {
 } sumsq_push;
 _Static_assert(sizeof(sumsq_push) <= 128, "push constants fit every device");
 
-static vkt_status check_dtype(const vkt_ops *ops, vkt_dtype t, const char *op)
-{
-    VKT_FAIL_IF(t != VKT_DTYPE_F32 && t != VKT_DTYPE_F16 && t != VKT_DTYPE_BF16,
-                VKT_ERR_INVALID_ARG, "%s: dtype %s is not a training dtype (f32, f16, bf16)",
-                op, vkt_dtype_name(t));
-    const vkt_device_caps *c = vkt_device_get_caps(vkt__ops_device(ops));
-    VKT_FAIL_IF(t != VKT_DTYPE_F32 && !c->storage_16bit, VKT_ERR_UNSUPPORTED,
-                "%s: %s tensors need 16-bit storage buffers, which '%s' lacks; train in f32 "
-                "on this device", op, vkt_dtype_name(t), c->name);
-    return VKT_OK;
-}
-
 static void shader_name(char *buf, size_t cap, const char *base, vkt_dtype t)
 {
     snprintf(buf, cap, "%s_%s", base, vkt_dtype_name(t));
@@ -73,7 +61,7 @@ static vkt_status bind_all(vkt_ops *ops, const vkt_tref *views, const uint32_t *
 
 vkt_status vkt_op_adam(vkt_ops *ops, vkt_stream *s, const vkt_adam_args *a)
 {
-    VKT_CHECK(check_dtype(ops, a->dtype, "adam"));
+    VKT_CHECK(vkt__ops_check_dtype(ops, a->dtype, "adam"));
     VKT_FAIL_IF(a->n == 0 || a->n > UINT32_MAX, VKT_ERR_INVALID_ARG,
                 "adam: n = %llu; give 1..2^32-1 parameters per call", (unsigned long long)a->n);
     bool copy = a->copy.buf != NULL;
@@ -103,7 +91,7 @@ vkt_status vkt_op_adam(vkt_ops *ops, vkt_stream *s, const vkt_adam_args *a)
 
 vkt_status vkt_op_sgd(vkt_ops *ops, vkt_stream *s, const vkt_sgd_args *a)
 {
-    VKT_CHECK(check_dtype(ops, a->dtype, "sgd"));
+    VKT_CHECK(vkt__ops_check_dtype(ops, a->dtype, "sgd"));
     VKT_FAIL_IF(a->n == 0 || a->n > UINT32_MAX, VKT_ERR_INVALID_ARG,
                 "sgd: n = %llu; give 1..2^32-1 parameters per call", (unsigned long long)a->n);
     VKT_FAIL_IF(a->momentum != 0 && !a->momentum_buf.buf, VKT_ERR_INVALID_ARG,
@@ -154,7 +142,7 @@ uint32_t vkt_op_grad_sumsq_partials(const vkt_ops *ops, uint64_t n)
 vkt_status vkt_op_grad_sumsq(vkt_ops *ops, vkt_stream *s, vkt_tref partials, vkt_tref grads,
                              vkt_dtype dtype, uint64_t n, float scale)
 {
-    VKT_CHECK(check_dtype(ops, dtype, "grad_sumsq"));
+    VKT_CHECK(vkt__ops_check_dtype(ops, dtype, "grad_sumsq"));
     VKT_FAIL_IF(n == 0 || n > UINT32_MAX, VKT_ERR_INVALID_ARG,
                 "grad_sumsq: n = %llu; give 1..2^32-1 elements", (unsigned long long)n);
     uint32_t es = (uint32_t)vkt_dtype_size(dtype), np = vkt_op_grad_sumsq_partials(ops, n);

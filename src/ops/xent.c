@@ -26,21 +26,9 @@ _Static_assert(sizeof(xent_push) <= 128, "push constants fit every device");
 #define CPU_WG 8u
 #define GPU_WG 256u
 
-static vkt_status check_dtype(const vkt_ops *ops, vkt_dtype t, const char *op)
-{
-    VKT_FAIL_IF(t != VKT_DTYPE_F32 && t != VKT_DTYPE_F16 && t != VKT_DTYPE_BF16,
-                VKT_ERR_INVALID_ARG, "%s: dtype %s is not a training dtype (f32, f16, bf16)",
-                op, vkt_dtype_name(t));
-    const vkt_device_caps *c = vkt_device_get_caps(vkt__ops_device(ops));
-    VKT_FAIL_IF(t != VKT_DTYPE_F32 && !c->storage_16bit, VKT_ERR_UNSUPPORTED,
-                "%s: %s tensors need 16-bit storage buffers, which '%s' lacks; train in f32 "
-                "on this device", op, vkt_dtype_name(t), c->name);
-    return VKT_OK;
-}
-
 static vkt_status check_args(const vkt_ops *ops, const vkt_xent_args *a, const char *op)
 {
-    VKT_CHECK(check_dtype(ops, a->t, op));
+    VKT_CHECK(vkt__ops_check_dtype(ops, a->t, op));
     VKT_FAIL_IF(a->n == 0 || a->v == 0, VKT_ERR_INVALID_ARG,
                 "%s: n=%u v=%u; both must be at least 1", op, a->n, a->v);
     /* llvmpipe ends an invocation after 65535 loop iterations in total
