@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ops/ops.h"
+#include "test_dtype.h"
 #include "test_gpu.h"
 
 #define EW_OFF 5      /* element offset of every view: odd on purpose */
@@ -24,49 +25,9 @@ static inline float ew_bits_f32(uint32_t u)
     return f;
 }
 
-/* Round to bf16, nearest even (what the shaders and PyTorch do). */
-static inline uint16_t ew_to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
 
-/* Store x as dtype t at raw[i]; return the stored value. */
-static inline float ew_store(vkt_dtype t, void *raw, size_t i, float x)
-{
-    if (t == VKT_DTYPE_F32) return ((float *)raw)[i] = x;
-    if (t == VKT_DTYPE_F16) {
-        _Float16 h = (_Float16)x;
-        memcpy((char *)raw + 2 * i, &h, 2);
-        return (float)h;
-    }
-    uint16_t b = ew_to_bf16(x);
-    memcpy((char *)raw + 2 * i, &b, 2);
-    return ew_bits_f32((uint32_t)b << 16);
-}
 
-static inline float ew_load(vkt_dtype t, const void *raw, size_t i)
-{
-    if (t == VKT_DTYPE_F32) return ((const float *)raw)[i];
-    uint16_t h;
-    memcpy(&h, (const char *)raw + 2 * i, 2);
-    if (t == VKT_DTYPE_F16) {
-        _Float16 f;
-        memcpy(&f, &h, 2);
-        return (float)f;
-    }
-    return ew_bits_f32((uint32_t)h << 16);
-}
 
-/* x rounded to dtype t. */
-static inline float ew_round(vkt_dtype t, float x)
-{
-    uint32_t scratch;
-    return ew_store(t, &scratch, 0, x);
-}
 
 /* A device tensor of n elements of dtype t at element offset EW_OFF, with
  * sentinels before and after; h holds the host values (dtype-rounded). */
@@ -91,7 +52,7 @@ static inline void ew_upload(ew_tensor *x)
     void *raw = calloc(tot, 4);
     for (size_t i = 0; i < tot; i++) {
         bool in = i >= EW_OFF && i < EW_OFF + x->n;
-        float v = ew_store(x->t, raw, i, in ? x->h[i - EW_OFF] : EW_SENTINEL);
+        float v = tdt_store(x->t, raw, i, in ? x->h[i - EW_OFF] : EW_SENTINEL);
         if (in) x->h[i - EW_OFF] = v;
     }
     assert_vkt_ok(vkt_buffer_upload(x->buf, 0, raw, tot * vkt_dtype_size(x->t)));
@@ -116,7 +77,7 @@ static inline void ew_download(const ew_tensor *x, float *out)
     void *raw = calloc(tot, 4);
     assert_vkt_ok(vkt_buffer_download(x->buf, 0, raw, tot * vkt_dtype_size(x->t)));
     for (size_t i = 0; i < tot; i++) {
-        float v = ew_load(x->t, raw, i);
+        float v = tdt_load(x->t, raw, i);
         if (i >= EW_OFF && i < EW_OFF + x->n) out[i - EW_OFF] = v;
         else if (v != EW_SENTINEL) fail_msg("element %zu outside the view was overwritten", i);
     }

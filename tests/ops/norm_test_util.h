@@ -9,51 +9,13 @@
 #include <string.h>
 
 #include "ops/ops.h"
+#include "test_dtype.h"
 #include "test_gpu.h"
 
 #define OFF 3 /* element offset of every view */
 
-static uint16_t to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
 
-/* Store x as dtype t at raw[i]; return the stored value. */
-static float store(vkt_dtype t, void *raw, size_t i, float x)
-{
-    if (t == VKT_DTYPE_F32) return ((float *)raw)[i] = x;
-    if (t == VKT_DTYPE_F16) {
-        _Float16 h = (_Float16)x;
-        memcpy((char *)raw + 2 * i, &h, 2);
-        return (float)h;
-    }
-    uint16_t b = to_bf16(x);
-    memcpy((char *)raw + 2 * i, &b, 2);
-    uint32_t u = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
-static float load(vkt_dtype t, const void *raw, size_t i)
-{
-    if (t == VKT_DTYPE_F32) return ((const float *)raw)[i];
-    uint16_t h;
-    memcpy(&h, (const char *)raw + 2 * i, 2);
-    if (t == VKT_DTYPE_F16) {
-        _Float16 f;
-        memcpy(&f, &h, 2);
-        return (float)f;
-    }
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
 /* A device tensor of n elements at element offset OFF, and its host values
  * (rounded to the dtype). */
@@ -75,7 +37,7 @@ static void tensor_upload(tensor *x)
 {
     size_t es = vkt_dtype_size(x->t);
     char *raw = calloc(x->n + OFF + 4, 4);
-    for (size_t i = 0; i < x->n; i++) x->h[i] = store(x->t, raw, OFF + i, x->h[i]);
+    for (size_t i = 0; i < x->n; i++) x->h[i] = tdt_store(x->t, raw, OFF + i, x->h[i]);
     assert_vkt_ok(vkt_buffer_upload(x->buf, 0, raw, (x->n + OFF + 4) * es));
     free(raw);
 }
@@ -93,7 +55,7 @@ static void tensor_read(const tensor *x, float *out)
     size_t es = vkt_dtype_size(x->t);
     char *raw = calloc(x->n + OFF + 4, 4);
     assert_vkt_ok(vkt_buffer_download(x->buf, 0, raw, (x->n + OFF + 4) * es));
-    for (size_t i = 0; i < x->n; i++) out[i] = load(x->t, raw, OFF + i);
+    for (size_t i = 0; i < x->n; i++) out[i] = tdt_load(x->t, raw, OFF + i);
     free(raw);
 }
 

@@ -16,51 +16,14 @@
 #include <time.h>
 
 #include "ops/attention.h"
+#include "test_dtype.h"
 #include "test_gpu.h"
 
 #define OFF 3 /* element offset of every view: not aligned on purpose */
 
-static uint16_t to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
 
-static float from_bf16(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
-/* Store x as dtype t at index i of raw; return the stored value. */
-static double store(vkt_dtype t, void *raw, size_t i, float x)
-{
-    if (t == VKT_DTYPE_F32) return ((float *)raw)[i] = x;
-    if (t == VKT_DTYPE_F16) {
-        _Float16 h = (_Float16)x;
-        memcpy((char *)raw + 2 * i, &h, 2);
-        return (float)h;
-    }
-    uint16_t b = to_bf16(x);
-    memcpy((char *)raw + 2 * i, &b, 2);
-    return from_bf16(b);
-}
 
-static double load(vkt_dtype t, const void *raw, size_t i)
-{
-    if (t == VKT_DTYPE_F32) return ((const float *)raw)[i];
-    uint16_t h;
-    memcpy(&h, (const char *)raw + 2 * i, 2);
-    if (t == VKT_DTYPE_BF16) return from_bf16(h);
-    _Float16 f;
-    memcpy(&f, &h, 2);
-    return (float)f;
-}
 
 typedef struct shape {
     uint32_t b, t, nh, hs;
@@ -217,7 +180,7 @@ static double *random_tensor(vkt_dtype t, void *raw, size_t n, float amp, uint32
     double *v = malloc(n * sizeof *v);
     tgpu_fill_random(f, total, seed);
     for (size_t i = 0; i < total; i++) {
-        double x = store(t, raw, i, f[i] * amp);
+        double x = tdt_store(t, raw, i, f[i] * amp);
         if (i >= OFF && i < OFF + n) v[i - OFF] = x;
     }
     free(f);
@@ -229,7 +192,7 @@ static double max_err(vkt_dtype t, const void *raw, const double *ref, size_t n)
 {
     double e = 0;
     for (size_t i = 0; i < n; i++) {
-        double g = load(t, raw, OFF + i);
+        double g = tdt_load(t, raw, OFF + i);
         double d = fabs(g - ref[i]) / fmax(fabs(ref[i]), 1.0);
         e = isnan(d) ? INFINITY : fmax(e, d);
     }
@@ -571,18 +534,7 @@ static void test_argument_errors(void **state)
     vkt__ops_destroy(ops);
 }
 
-static int setup(void **state)
-{
-    *state = tgpu_open();
-    return 0;
-}
 
-static int teardown(void **state)
-{
-    uint64_t n = vkt_device_validation_messages(*state);
-    vkt_device_destroy(*state);
-    return n ? -1 : 0;
-}
 
 int main(void)
 {
@@ -592,5 +544,5 @@ int main(void)
         cmocka_unit_test(test_timing),
         cmocka_unit_test(test_argument_errors),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tgpu_group_setup, tgpu_group_teardown);
 }

@@ -76,7 +76,7 @@ static void mask_case(ew_ctx *c, int fam, vkt_dtype t, uint32_t n, uint32_t ch, 
     size_t kept = 0;
     for (size_t i = 0; i < cnt; i++) {
         int keep = vkt_dropout_keep(SEED, 77, sample0 + i / ch, (uint32_t)(i % ch), 3, p);
-        float want = keep ? ew_round(t, x.h[i] * scale) : 0.0f;
+        float want = keep ? tdt_round(t, x.h[i] * scale) : 0.0f;
         if (got[i] != want)
             fail_msg("dropout %s %s [%zu] (row %zu col %zu): %g, want %g (keep %d)",
                      vkt_dtype_name(t), fam_name(fam), i, i / ch, i % ch, (double)got[i],

@@ -164,7 +164,7 @@ static void add_case(ew_ctx *c, int fam, vkt_dtype t, size_t n)
     for (size_t i = 0; i < n; i++) {
         ref[i] = (double)a.h[i] + b.h[i];
         /* two accumulates: the first one's result is rounded to the dtype */
-        aref[i] = (double)ew_round(t, acc.h[i] + alpha * a.h[i]) + b.h[i];
+        aref[i] = (double)tdt_round(t, acc.h[i] + alpha * a.h[i]) + b.h[i];
     }
     ew_begin(c);
     assert_vkt_ok(vkt_op_add_fwd(c->ops[fam], c->s, ew_ref(&out), ew_ref(&a), ew_ref(&b), t, n));
@@ -207,10 +207,10 @@ static void cast_case(ew_ctx *c, int fam, vkt_dtype src_t, vkt_dtype dst_t, size
     ew_finish(c);
     ew_download(&dst, got);
     for (size_t i = 0; i < n; i++)
-        if (got[i] != ew_round(dst_t, src.h[i]))
+        if (got[i] != tdt_round(dst_t, src.h[i]))
             fail_msg("cast %s->%s %s [%zu]: %.9g -> %.9g, want %.9g", vkt_dtype_name(src_t),
                      vkt_dtype_name(dst_t), fam_name(fam), i, (double)src.h[i], (double)got[i],
-                     (double)ew_round(dst_t, src.h[i]));
+                     (double)tdt_round(dst_t, src.h[i]));
     ew_free(&src), ew_free(&dst);
     free(got);
 }

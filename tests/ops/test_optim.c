@@ -11,51 +11,14 @@
 #include <string.h>
 
 #include "ops/ops.h"
+#include "test_dtype.h"
 #include "test_gpu.h"
 
 #define STEPS 4
 
-static uint16_t to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
 
-static float from_bf16(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 
-/* Store x as dtype t at index i of raw; return the stored value as float. */
-static float store(vkt_dtype t, void *raw, size_t i, float x)
-{
-    if (t == VKT_DTYPE_F32) return ((float *)raw)[i] = x;
-    if (t == VKT_DTYPE_F16) {
-        _Float16 h = (_Float16)x;
-        memcpy((char *)raw + 2 * i, &h, 2);
-        return (float)h;
-    }
-    uint16_t b = to_bf16(x);
-    memcpy((char *)raw + 2 * i, &b, 2);
-    return from_bf16(b);
-}
 
-static float load(vkt_dtype t, const void *raw, size_t i)
-{
-    if (t == VKT_DTYPE_F32) return ((const float *)raw)[i];
-    uint16_t h;
-    memcpy(&h, (const char *)raw + 2 * i, 2);
-    if (t == VKT_DTYPE_BF16) return from_bf16(h);
-    _Float16 f;
-    memcpy(&f, &h, 2);
-    return (float)f;
-}
 
 typedef enum { OPT_SGD, OPT_SGD_NESTEROV, OPT_ADAM, OPT_ADAMW } opt_kind;
 static const char *opt_names[] = {"sgd+momentum", "sgd+nesterov", "adam", "adamw"};
@@ -138,7 +101,7 @@ static void run_case(vkt_device *dev, vkt_kernel_family fam, opt_kind k, vkt_dty
     const float lr = 1e-2f, scale = 0.5f;
     for (uint64_t step = 1; step <= STEPS; step++) {
         tgpu_fill_random(g, total, (uint32_t)(7 * step + n));
-        for (size_t i = 0; i < total; i++) g[i] = store(t, graw, i, g[i] * 4.0f);
+        for (size_t i = 0; i < total; i++) g[i] = tdt_store(t, graw, i, g[i] * 4.0f);
         assert_vkt_ok(vkt_buffer_upload(b.g, 0, graw, total * es));
         float h[4];
         if (k == OPT_ADAM || k == OPT_ADAMW) vkt_op_adam_hyper(h, lr, 0.9f, 0.999f, step, scale);
@@ -155,10 +118,10 @@ static void run_case(vkt_device *dev, vkt_kernel_family fam, opt_kind k, vkt_dty
         double d = fabs(p[off + i] - r.p[i]) / fmax(fabs(r.p[i]), 1e-3);
         maxrel = fmax(maxrel, d);
         if (t != VKT_DTYPE_F32) {
-            float want = store(t, zero, 0, p[off + i]); /* the device master, rounded */
-            if (load(t, craw, off + i) != want)
+            float want = tdt_store(t, zero, 0, p[off + i]); /* the device master, rounded */
+            if (tdt_load(t, craw, off + i) != want)
                 fail_msg("%s %s copy[%zu] = %g, want %g", opt_names[k], vkt_dtype_name(t), i,
-                         load(t, craw, off + i), want);
+                         tdt_load(t, craw, off + i), want);
         }
     }
     /* neighbours outside the view are untouched */
@@ -197,7 +160,7 @@ static double sumsq(vkt_device *dev, vkt_kernel_family fam, vkt_dtype t, const f
     uint32_t np = vkt_op_grad_sumsq_partials(ops, n);
     vkt_buffer *g, *part;
     void *raw = calloc(n + off, 4);
-    for (size_t i = 0; i < n; i++) store(t, raw, off + i, x[i]);
+    for (size_t i = 0; i < n; i++) tdt_store(t, raw, off + i, x[i]);
     assert_vkt_ok(vkt_buffer_create(dev, VKT_MEMORY_DEVICE, (n + off) * es, &g));
     assert_vkt_ok(vkt_buffer_create(dev, VKT_MEMORY_HOST, (np + 1) * 4ull, &part));
     assert_vkt_ok(vkt_buffer_upload(g, 0, raw, (n + off) * es));
@@ -233,7 +196,7 @@ static void test_grad_sumsq(void **state)
                 tgpu_fill_random(x, n, 3 + (uint32_t)n);
                 double ref = 0;
                 for (size_t i = 0; i < n; i++) {
-                    float v = store(types[t], q, i, x[i]) * 0.25f;
+                    float v = tdt_store(types[t], q, i, x[i]) * 0.25f;
                     ref += (double)v * v;
                 }
                 double got = sumsq(dev, (vkt_kernel_family)fam, types[t], x, n, 0.25f);

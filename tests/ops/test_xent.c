@@ -262,18 +262,7 @@ static void test_xent_argument_errors(void **state)
     vkt__ops_destroy(ops);
 }
 
-static int setup(void **state)
-{
-    *state = tgpu_open();
-    return 0;
-}
 
-static int teardown(void **state)
-{
-    uint64_t n = vkt_device_validation_messages(*state);
-    vkt_device_destroy(*state);
-    return n ? -1 : 0;
-}
 
 int main(void)
 {
@@ -283,5 +272,5 @@ int main(void)
         cmocka_unit_test(test_xent_bad_target),
         cmocka_unit_test(test_xent_argument_errors),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tgpu_group_setup, tgpu_group_teardown);
 }
