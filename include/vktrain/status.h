@@ -31,7 +31,8 @@ extern "C" {
     XX(ERR_REMOTE, 8, "a remote peer failed or misbehaved")                        \
     XX(ERR_TIMEOUT, 9, "timed out")                                                \
     XX(ERR_CORRUPT, 10, "corrupt or malformed data")                               \
-    XX(ERR_INTERNAL, 11, "internal error in vktrain (please report)")
+    XX(ERR_INTERNAL, 11, "internal error in vktrain (please report)")                \
+    XX(ERR_NUMERIC, 12, "numerical failure training cannot recover from")
 
 typedef enum vkt_status {
 #define VKT_STATUS_ENUM_(name, value, text) VKT_##name = value,

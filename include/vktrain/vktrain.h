@@ -7,6 +7,7 @@
 #include "vktrain/dtype.h"
 #include "vktrain/gpu.h"
 #include "vktrain/nn.h"
+#include "vktrain/scaler.h"
 #include "vktrain/schedule.h"
 #include "vktrain/status.h"
 #include "vktrain/version.h"

@@ -22,7 +22,8 @@ static void test_status_names(void **state)
     assert_int_equal(VKT_ERR_INVALID_ARG, 1);
     assert_int_equal(VKT_ERR_CORRUPT, 10);
     assert_int_equal(VKT_ERR_INTERNAL, 11);
-    for (int s = 0; s <= VKT_ERR_INTERNAL; s++) {
+    assert_int_equal(VKT_ERR_NUMERIC, 12);
+    for (int s = 0; s <= VKT_ERR_NUMERIC; s++) {
         assert_non_null(vkt_status_str((vkt_status)s));
         assert_string_not_equal(vkt_status_str((vkt_status)s), "unknown status");
     }
