@@ -47,7 +47,7 @@ typedef struct vkt_mlp_opts {
     const uint32_t *sizes;     /* layers + 1 widths: input, hidden…, output (borrowed) */
     vkt_activation activation; /* between linear layers, not after the last */
     vkt_loss loss;
-    vkt_dtype dtype;           /* compute dtype; today f32 */
+    vkt_dtype dtype;           /* compute dtype f32, f16 or bf16 (master weights f32) */
     uint64_t seed;             /* deterministic init (PyTorch's nn.Linear bounds) */
 } vkt_mlp_opts;
 
@@ -78,7 +78,7 @@ typedef struct vkt_gpt_opts {
     uint32_t vocab;       /* tokens 0..vocab-1 */
     uint32_t context;     /* longest sequence */
     uint32_t layers, heads, channels; /* channels divisible by heads */
-    vkt_dtype dtype;      /* compute dtype; today f32 */
+    vkt_dtype dtype;      /* compute dtype f32, f16 or bf16 (master weights f32) */
     uint64_t seed;
 } vkt_gpt_opts;
 
@@ -105,7 +105,8 @@ VKT_API vkt_status vkt_model_param_info(const vkt_model *m, uint32_t i, vkt_para
 /* Total parameters (without padding). */
 VKT_API uint64_t vkt_model_num_params(const vkt_model *m);
 
-/* Parameters (fp32 master weights) and gradients (as fp32) as one dense
+/* Parameters (fp32 master weights; setting them also sets the f16/bf16
+ * compute copy) and gradients (converted to fp32) as one dense
  * array of vkt_model_num_params floats in state_dict order, padding
  * removed. Blocking. */
 VKT_API vkt_status vkt_model_get_params(vkt_model *m, float *out);
@@ -144,6 +145,39 @@ VKT_API vkt_status vkt_model_forward(vkt_model *m, const vkt_batch *b, float *lo
 VKT_API vkt_status vkt_model_backward(vkt_model *m);
 VKT_API vkt_status vkt_model_zero_grad(vkt_model *m);
 
+/* Multiply the loss by scale in the backward (fp16 loss scaling: the
+ * gradients come out multiplied by scale; divide them again with
+ * vkt_model_step_scaled). Positive and finite; 1 by default. */
+VKT_API vkt_status vkt_model_set_loss_scale(vkt_model *m, float scale);
+
+/* ---- gradient buckets: backward in segments, for overlapping the
+ * all-reduce of finished gradients with the rest of the backward ----
+ *
+ * The flat gradient buffer (vkt_model_flat_size elements, in the compute
+ * dtype; parameter i at vkt_param_info.offset) is split into n buckets:
+ * bucket i is [ends[i-1], ends[i]) with ends strictly increasing and the
+ * last equal to the flat size (n = 0: one bucket, one segment). The backward
+ * is then recorded as segments, each ending right after the node that makes
+ * some bucket's gradients final, so each segment is one submit that can
+ * signal a timeline semaphore. */
+VKT_API uint64_t vkt_model_flat_size(const vkt_model *m);
+VKT_API vkt_status vkt_model_set_grad_buckets(vkt_model *m, uint32_t n, const uint64_t *ends);
+/* After a forward: segments of its backward, and the segment (0-based, in
+ * submit order) at whose end bucket i is final. */
+VKT_API uint32_t vkt_model_backward_segments(const vkt_model *m);
+VKT_API uint32_t vkt_model_bucket_segment(const vkt_model *m, uint32_t bucket);
+/* Submit the backward of the last forward without waiting: segment k
+ * signals tl (may be NULL) with base + k + 1 when it completes. Wait with
+ * vkt_timeline_wait or vkt_model_backward_wait. */
+VKT_API vkt_status vkt_model_backward_submit(vkt_model *m, vkt_timeline *tl, uint64_t base);
+VKT_API vkt_status vkt_model_backward_wait(vkt_model *m);
+
+/* Σ g² over all accumulated gradients, as stored (still multiplied by the
+ * loss scale), summed on the device in fp32 and on the host in double.
+ * Not finite when any gradient is Inf or NaN: the fp16 overflow check.
+ * For clipping by global norm: norm = sqrt(sumsq) / loss_scale. Blocking. */
+VKT_API vkt_status vkt_model_grad_sumsq(vkt_model *m, double *out);
+
 typedef enum vkt_optim_type {
     VKT_OPTIM_SGD = 0,
     VKT_OPTIM_ADAM = 1,
@@ -172,6 +206,11 @@ typedef struct vkt_optim_opts {
  * Other hyperparameters may change between steps (re-recorded). Blocking.
  * Returns VKT_ERR_INVALID_ARG for bad options, VKT_ERR_NOMEM, VKT_ERR_VULKAN. */
 VKT_API vkt_status vkt_model_step(vkt_model *m, const vkt_optim_opts *opts, float lr);
+/* The same with every gradient multiplied by grad_scale first (finite,
+ * ≥ 0): 1/loss_scale to undo loss scaling, times the clipping coefficient
+ * min(1, max_norm / norm). */
+VKT_API vkt_status vkt_model_step_scaled(vkt_model *m, const vkt_optim_opts *opts, float lr,
+                                         float grad_scale);
 
 /* Device memory of the model, in bytes. activations_planned is the arena
  * after reuse of buffers whose lifetimes do not overlap; activations_naive

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "vktrain/alloc.h"
+#include "vktrain/dtype.h"
 #include "vktrain/status.h"
 
 #if defined(__GNUC__)
@@ -62,6 +63,12 @@ vkt_status vkt__error_context(vkt_status st, const char *fmt, ...) VKT_PRINTF(2,
  * The string getter returns NULL when unset or empty. */
 int64_t vkt__env_int(const char *name, int64_t deflt);
 const char *vkt__env_str(const char *name);
+
+/* Convert n elements between f32 and a floating type t (f32, f16, bf16),
+ * rounding to nearest even as the shaders do. to_f32 may convert in place
+ * (dst == src); from_f32 may too. */
+void vkt__dtype_from_f32(vkt_dtype t, void *dst, const float *src, size_t n);
+void vkt__dtype_to_f32(vkt_dtype t, float *dst, const void *src, size_t n);
 
 /* Human-readable byte count ("1.5 GiB") into buf; returns buf. */
 const char *vkt__fmt_bytes(char *buf, size_t cap, uint64_t bytes);

@@ -11,6 +11,7 @@ vkt_status vkt__nn_model_new(vkt_device *dev, vkt_dtype t, uint64_t seed, vkt_mo
     m->dev = dev;
     m->dtype = t;
     m->seed = seed;
+    m->loss_scale = 1.0f;
     vkt_status st = vkt__ops_create(dev, VKT_KERNELS_AUTO, &m->ops);
     if (st != VKT_OK) {
         vkt_free(m);

@@ -1,5 +1,6 @@
 /* The model API of vktrain/nn.h: forward with loss, backward, zero_grad,
  * optimizer step, memory report. */
+#include <math.h>
 #include <string.h>
 
 #include "nn/nn_int.h"
@@ -8,9 +9,14 @@ void vkt_model_destroy(vkt_model *m)
 {
     if (!m) return;
     vkt_stream_destroy(m->fwd);
-    vkt_stream_destroy(m->bwd);
+    for (uint32_t i = 0; i < m->cap_seg; i++) vkt_stream_destroy(m->bwd[i]);
+    vkt_free(m->bwd);
+    vkt_free(m->bucket_ends);
+    vkt_free(m->bucket_seg);
     vkt_stream_destroy(m->zero);
     vkt_stream_destroy(m->opt_stream);
+    vkt_stream_destroy(m->sumsq_stream);
+    vkt_buffer_destroy(m->sumsq_partials);
     vkt__nn_graph_free(&m->g);
     vkt_buffer_destroy(m->arena);
     if (m->copy != m->master) vkt_buffer_destroy(m->copy);
@@ -91,6 +97,18 @@ static vkt_status prepare(vkt_model *m, uint32_t batch, uint32_t seq)
     return st;
 }
 
+/* Upload n floats into an input buffer of dtype t (converted for f16/bf16). */
+static vkt_status upload_as(vkt_buffer *buf, vkt_dtype t, const float *src, uint64_t n)
+{
+    if (t == VKT_DTYPE_F32) return vkt_buffer_upload(buf, 0, src, n * 4);
+    void *tmp = vkt_malloc(n * vkt_dtype_size(t) + 1);
+    VKT_FAIL_IF(!tmp, VKT_ERR_NOMEM, "model: out of host memory for the batch");
+    vkt__dtype_from_f32(t, tmp, src, n);
+    vkt_status st = vkt_buffer_upload(buf, 0, tmp, n * vkt_dtype_size(t));
+    vkt_free(tmp);
+    return st;
+}
+
 vkt_status vkt_model_forward(vkt_model *m, const vkt_batch *b, float *loss)
 {
     VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_forward: model is NULL");
@@ -101,12 +119,12 @@ vkt_status vkt_model_forward(vkt_model *m, const vkt_batch *b, float *loss)
     const nn_graph *g = &m->g;
     uint64_t rows = (uint64_t)b->size * seq;
     if (m->gpt) VKT_CHECK(vkt_buffer_upload(g->t[m->x_id].input, 0, b->tokens, rows * 4));
+    else VKT_CHECK(upload_as(g->t[m->x_id].input, m->dtype, b->inputs, rows * m->in_features));
+    if (m->loss == VKT_LOSS_XENT)
+        VKT_CHECK(vkt_buffer_upload(g->t[m->y_id].input, 0, b->labels, rows * 4));
     else
-        VKT_CHECK(vkt_buffer_upload(g->t[m->x_id].input, 0, b->inputs,
-                                    rows * m->in_features * 4));
-    const void *y = m->loss == VKT_LOSS_XENT ? (const void *)b->labels : b->targets_f;
-    uint64_t ybytes = m->loss == VKT_LOSS_XENT ? rows * 4 : rows * m->out_features * 4;
-    VKT_CHECK(vkt_buffer_upload(g->t[m->y_id].input, 0, y, ybytes));
+        VKT_CHECK(upload_as(g->t[m->y_id].input, m->dtype, b->targets_f,
+                            rows * m->out_features));
     VKT_CHECK(vkt_stream_run(m->fwd));
     m->cur_denominator = denominator(m, b);
     m->have_forward = true;
@@ -119,16 +137,46 @@ vkt_status vkt_model_forward(vkt_model *m, const vkt_batch *b, float *loss)
     return VKT_OK;
 }
 
-vkt_status vkt_model_backward(vkt_model *m)
+vkt_status vkt_model_set_loss_scale(vkt_model *m, float scale)
+{
+    VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_set_loss_scale: model is NULL");
+    VKT_FAIL_IF(!(scale > 0) || isinf(scale), VKT_ERR_INVALID_ARG,
+                "vkt_model_set_loss_scale: the scale must be positive and finite (got %g)",
+                (double)scale);
+    m->loss_scale = scale;
+    return VKT_OK;
+}
+
+vkt_status vkt_model_backward_submit(vkt_model *m, vkt_timeline *tl, uint64_t base)
 {
     VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_backward: model is NULL");
     VKT_FAIL_IF(!m->have_forward, VKT_ERR_INVALID_USAGE,
                 "vkt_model_backward: no forward pass to go back through; call "
                 "vkt_model_forward first");
-    if (m->rec_denominator != m->cur_denominator)
+    if (m->rec_denominator != m->cur_denominator || m->rec_loss_scale != m->loss_scale)
         VKT_CHECK(vkt__nn_record_backward(m, m->cur_denominator));
     m->have_forward = false;
-    return vkt_stream_run(m->bwd);
+    for (uint32_t i = 0; i < m->nseg; i++) {
+        vkt_sync_point sig = {tl, base + i + 1};
+        vkt_submit_opts o = VKT_SUBMIT_OPTS_INIT;
+        o.signals = &sig;
+        o.signal_count = tl ? 1 : 0;
+        VKT_CHECK(vkt_stream_submit(m->bwd[i], &o));
+    }
+    return VKT_OK;
+}
+
+vkt_status vkt_model_backward_wait(vkt_model *m)
+{
+    VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_backward_wait: model is NULL");
+    for (uint32_t i = 0; i < m->nseg; i++) VKT_CHECK(vkt_stream_wait(m->bwd[i], UINT64_MAX));
+    return VKT_OK;
+}
+
+vkt_status vkt_model_backward(vkt_model *m)
+{
+    VKT_CHECK(vkt_model_backward_submit(m, NULL, 0));
+    return vkt_model_backward_wait(m);
 }
 
 vkt_status vkt_model_zero_grad(vkt_model *m)

@@ -107,12 +107,21 @@ struct vkt_model {
     bool opt_recorded;   /* opt_stream holds a complete recording of opt */
     uint64_t opt_step;
     vkt_stream *opt_stream;
+    vkt_stream *sumsq_stream;     /* vkt_model_grad_sumsq, recorded on first use */
+    vkt_buffer *sumsq_partials;
+    bool sumsq_recorded;
     /* activations and the batch */
     uint32_t batch, seq;       /* what the graph is built for; batch 0: nothing yet */
     vkt_buffer *arena;
     uint64_t arena_bytes, arena_naive;
     uint32_t x_id, y_id, loss_id; /* input, target, loss (INPUT tensors: host-visible) */
-    vkt_stream *fwd, *bwd, *zero;
+    vkt_stream *fwd, *zero;
+    vkt_stream **bwd;             /* backward segments, nseg of cap_seg in use */
+    uint32_t nseg, cap_seg;
+    uint64_t *bucket_ends;        /* gradient buckets (vkt_model_set_grad_buckets) */
+    uint32_t nbuckets;
+    uint32_t *bucket_seg;         /* per bucket: the segment that finalises it */
+    float loss_scale, rec_loss_scale; /* current, and recorded into the backward */
     uint64_t rec_denominator;     /* loss denominator the backward was recorded with */
     uint64_t cur_denominator;     /* of the last forward */
     bool have_forward;
@@ -144,5 +153,9 @@ vkt_status vkt__nn_loss_node(vkt_model *m, uint32_t pred, uint32_t b);
 vkt_status vkt__nn_record_forward(vkt_model *m);
 vkt_status vkt__nn_record_backward(vkt_model *m, uint64_t den);
 vkt_status vkt__nn_record_zero(vkt_model *m);
+
+/* buckets.c: where backward segments end (seg_end[node], one per node) and
+ * which segment finalises each bucket (sets m->nseg, m->bucket_seg). */
+vkt_status vkt__nn_plan_segments(vkt_model *m, bool *seg_end);
 
 #endif

@@ -67,6 +67,16 @@ static float normal(uint64_t *s)
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
+/* Upload the padded fp32 array w (destroyed) as the master weights and, for
+ * f16/bf16 models, as the compute copy rounded to that dtype. */
+static vkt_status upload_master(vkt_model *m, float *w)
+{
+    VKT_CHECK(vkt_buffer_upload(m->master, 0, w, m->padded * 4));
+    if (m->copy == m->master) return VKT_OK;
+    vkt__dtype_from_f32(m->dtype, w, w, m->padded);
+    return vkt_buffer_upload(m->copy, 0, w, m->padded * vkt_dtype_size(m->dtype));
+}
+
 /* Each tensor by its rule (uniform ±bound, normal with a deviation, zeros,
  * ones), drawn in parameter order from one seeded generator. The numbers
  * differ from PyTorch's generator; the distributions are PyTorch's. */
@@ -87,7 +97,7 @@ vkt_status vkt__nn_params_init(vkt_model *m)
             }
         }
     }
-    vkt_status st = vkt_buffer_upload(m->master, 0, w, m->padded * 4);
+    vkt_status st = upload_master(m, w);
     vkt_free(w);
     if (st == VKT_OK) st = vkt_model_zero_grad(m);
     return st;
@@ -109,21 +119,25 @@ vkt_status vkt_model_param_info(const vkt_model *m, uint32_t i, vkt_param_info *
     return VKT_OK;
 }
 
-/* Copy between a dense host array and the padded fp32 buffer buf. */
+/* Copy between a dense fp32 host array and a padded buffer: the master
+ * weights (fp32; writing them refreshes the compute copy) or the gradients
+ * (in the compute dtype, converted). */
 static vkt_status transfer(vkt_model *m, vkt_buffer *buf, float *host, bool to_host)
 {
     float *pad = vkt_calloc(m->padded, sizeof *pad);
     VKT_FAIL_IF(!pad, VKT_ERR_NOMEM, "model: out of host memory");
+    vkt_dtype t = buf == m->grads ? m->dtype : VKT_DTYPE_F32;
     vkt_status st = VKT_OK;
-    if (to_host) st = vkt_buffer_download(buf, 0, pad, m->padded * 4);
+    if (to_host) st = vkt_buffer_download(buf, 0, pad, m->padded * vkt_dtype_size(t));
+    if (to_host && st == VKT_OK) vkt__dtype_to_f32(t, pad, pad, m->padded);
     uint64_t at = 0;
     for (uint32_t i = 0; i < m->nparams && st == VKT_OK; i++) {
-        const nn_tensor *t = &m->g.t[m->param_ids[i]];
-        if (to_host) memcpy(host + at, pad + t->offset, t->numel * 4);
-        else memcpy(pad + t->offset, host + at, t->numel * 4);
-        at += t->numel;
+        const nn_tensor *t_ = &m->g.t[m->param_ids[i]];
+        if (to_host) memcpy(host + at, pad + t_->offset, t_->numel * 4);
+        else memcpy(pad + t_->offset, host + at, t_->numel * 4);
+        at += t_->numel;
     }
-    if (!to_host && st == VKT_OK) st = vkt_buffer_upload(buf, 0, pad, m->padded * 4);
+    if (!to_host && st == VKT_OK) st = upload_master(m, pad);
     vkt_free(pad);
     return st;
 }
@@ -143,7 +157,5 @@ vkt_status vkt_model_set_params(vkt_model *m, const float *in)
 vkt_status vkt_model_get_grads(vkt_model *m, float *out)
 {
     VKT_FAIL_IF(!m || !out, VKT_ERR_INVALID_ARG, "vkt_model_get_grads: NULL argument");
-    VKT_FAIL_IF(m->dtype != VKT_DTYPE_F32, VKT_ERR_UNSUPPORTED,
-                "vkt_model_get_grads: only f32 models so far");
     return transfer(m, m->grads, out, true);
 }

@@ -212,22 +212,51 @@ static vkt_status zero_first_writes(vkt_model *m, vkt_stream *s, const nn_node *
     return vkt_stream_barrier(s);
 }
 
+/* Make room for n backward segment streams. */
+static vkt_status segment_streams(vkt_model *m, uint32_t n)
+{
+    if (n > m->cap_seg) {
+        vkt_stream **s = vkt_realloc(m->bwd, n * sizeof *s);
+        VKT_FAIL_IF(!s, VKT_ERR_NOMEM, "model: out of host memory");
+        memset(s + m->cap_seg, 0, (n - m->cap_seg) * sizeof *s);
+        m->bwd = s;
+        m->cap_seg = n;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        if (!m->bwd[i]) VKT_CHECK(vkt_stream_create(m->dev, &m->bwd[i]));
+    return VKT_OK;
+}
+
+/* Backward in reverse node order, one stream per segment (buckets.c says
+ * where segments end). The loss gradient is scale = loss_scale / den. */
 vkt_status vkt__nn_record_backward(vkt_model *m, uint64_t den)
 {
-    if (!m->bwd) VKT_CHECK(vkt_stream_create(m->dev, &m->bwd));
     m->rec_denominator = 0; /* until this recording is complete */
     bool *zeroed = vkt_calloc(m->g.nt, sizeof *zeroed);
-    VKT_FAIL_IF(!zeroed, VKT_ERR_NOMEM, "model: out of host memory");
-    vkt_status st = vkt_stream_begin(m->bwd);
-    float scale = (float)(1.0 / (double)den);
+    bool *seg_end = vkt_calloc(m->g.nn ? m->g.nn : 1, sizeof *seg_end);
+    vkt_status st = zeroed && seg_end ? VKT_OK
+                                      : VKT_ERROR(VKT_ERR_NOMEM, "model: out of host memory");
+    if (st == VKT_OK) st = vkt__nn_plan_segments(m, seg_end);
+    if (st == VKT_OK) st = segment_streams(m, m->nseg);
+    float scale = (float)((double)m->loss_scale / (double)den);
+    uint32_t seg = 0;
+    if (st == VKT_OK) st = vkt_stream_begin(m->bwd[0]);
     for (uint32_t i = m->g.nn; i-- > 0 && st == VKT_OK;) {
-        st = zero_first_writes(m, m->bwd, &m->g.n[i], zeroed);
-        if (st == VKT_OK) st = node_bwd(m, m->bwd, &m->g.n[i], scale);
-        if (st == VKT_OK) st = vkt_stream_barrier(m->bwd);
+        vkt_stream *s = m->bwd[seg];
+        st = zero_first_writes(m, s, &m->g.n[i], zeroed);
+        if (st == VKT_OK) st = node_bwd(m, s, &m->g.n[i], scale);
+        if (st == VKT_OK) st = vkt_stream_barrier(s);
+        if (st == VKT_OK && seg_end[i]) {
+            st = vkt_stream_end(s);
+            if (st == VKT_OK && ++seg < m->nseg) st = vkt_stream_begin(m->bwd[seg]);
+        }
     }
-    if (st == VKT_OK) st = vkt_stream_end(m->bwd);
     vkt_free(zeroed);
-    if (st == VKT_OK) m->rec_denominator = den;
+    vkt_free(seg_end);
+    if (st == VKT_OK) {
+        m->rec_denominator = den;
+        m->rec_loss_scale = m->loss_scale;
+    }
     return st;
 }
 

@@ -1,6 +1,7 @@
 /* vkt_model_step: the optimizer over the whole flat parameter buffer. The
  * update is recorded once per set of hyperparameters; the learning rate and
  * the step's bias corrections travel in a 4-float host buffer. */
+#include <math.h>
 #include <string.h>
 
 #include "nn/nn_int.h"
@@ -93,10 +94,14 @@ static bool same_recording(const vkt_optim_opts *a, const vkt_optim_opts *b)
            a->momentum == b->momentum && a->nesterov == b->nesterov;
 }
 
-vkt_status vkt_model_step(vkt_model *m, const vkt_optim_opts *o, float lr)
+vkt_status vkt_model_step_scaled(vkt_model *m, const vkt_optim_opts *o, float lr,
+                                 float grad_scale)
 {
     VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_step: model is NULL");
     VKT_CHECK(check_opts(o));
+    VKT_FAIL_IF(!isfinite(grad_scale) || grad_scale < 0, VKT_ERR_INVALID_ARG,
+                "vkt_model_step: grad_scale must be finite and >= 0 (got %g)",
+                (double)grad_scale);
     VKT_FAIL_IF(m->opt_step && m->opt.type != o->type, VKT_ERR_INVALID_USAGE,
                 "vkt_model_step: the optimizer type changed after step %llu; its state "
                 "belongs to the first type", (unsigned long long)m->opt_step);
@@ -105,8 +110,52 @@ vkt_status vkt_model_step(vkt_model *m, const vkt_optim_opts *o, float lr)
     if (!m->opt_recorded || !same_recording(&m->opt, o)) VKT_CHECK(record(m, o));
     float h[4];
     m->opt_step++;
-    if (o->type == VKT_OPTIM_SGD) vkt_op_sgd_hyper(h, lr, 1.0f);
-    else vkt_op_adam_hyper(h, lr, o->beta1, o->beta2, m->opt_step, 1.0f);
+    if (o->type == VKT_OPTIM_SGD) vkt_op_sgd_hyper(h, lr, grad_scale);
+    else vkt_op_adam_hyper(h, lr, o->beta1, o->beta2, m->opt_step, grad_scale);
     VKT_CHECK(vkt_buffer_upload(m->hyper, 0, h, sizeof h));
     return vkt_stream_run(m->opt_stream);
+}
+
+vkt_status vkt_model_step(vkt_model *m, const vkt_optim_opts *o, float lr)
+{
+    return vkt_model_step_scaled(m, o, lr, 1.0f);
+}
+
+/* Σ g² over the whole flat gradient buffer, window by window, partial sums
+ * on the device and the total in double on the host. Each window has its
+ * slot of `per` partials; unused ones stay zero. */
+static vkt_status record_sumsq(vkt_model *m, uint64_t w, uint32_t per, uint32_t windows)
+{
+    uint64_t es = vkt_dtype_size(m->dtype);
+    if (!m->sumsq_stream) VKT_CHECK(vkt_stream_create(m->dev, &m->sumsq_stream));
+    if (!m->sumsq_partials) {
+        uint64_t bytes = (uint64_t)per * windows * 4;
+        VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_HOST, bytes, &m->sumsq_partials));
+        memset(vkt_buffer_host_ptr(m->sumsq_partials), 0, bytes);
+    }
+    VKT_CHECK(vkt_stream_begin(m->sumsq_stream));
+    uint32_t k = 0;
+    for (uint64_t at = 0; at < m->padded; at += w, k++)
+        VKT_CHECK(vkt_op_grad_sumsq(m->ops, m->sumsq_stream,
+                                    (vkt_tref){m->sumsq_partials, (uint64_t)k * per * 4},
+                                    (vkt_tref){m->grads, at * es}, m->dtype,
+                                    m->padded - at < w ? m->padded - at : w, 1.0f));
+    VKT_CHECK(vkt_stream_end(m->sumsq_stream));
+    m->sumsq_recorded = true;
+    return VKT_OK;
+}
+
+vkt_status vkt_model_grad_sumsq(vkt_model *m, double *out)
+{
+    VKT_FAIL_IF(!m || !out, VKT_ERR_INVALID_ARG, "vkt_model_grad_sumsq: NULL argument");
+    uint64_t w = vkt__nn_param_window(m);
+    uint32_t per = vkt_op_grad_sumsq_partials(m->ops, w), windows = 0;
+    for (uint64_t at = 0; at < m->padded; at += w) windows++;
+    if (!m->sumsq_recorded) VKT_CHECK(record_sumsq(m, w, per, windows));
+    VKT_CHECK(vkt_stream_run(m->sumsq_stream));
+    const float *p = vkt_buffer_host_ptr(m->sumsq_partials);
+    double sum = 0;
+    for (uint64_t i = 0; i < (uint64_t)per * windows; i++) sum += p[i];
+    *out = sum;
+    return VKT_OK;
 }

@@ -1,0 +1,241 @@
+/* Gradient buckets and backward segments, loss scaling, the gradient sum of
+ * squares and the scaled step, on the real device:
+ * - an MLP with one bucket per layer has one segment per layer, the last
+ *   layer's bucket final first, and the same gradients as one segment;
+ *   a bucket read as soon as its segment signals already holds its final
+ *   gradients;
+ * - the GPT's tied wte (used by the first and the last node) is final only
+ *   in the last segment;
+ * - loss scale 1024 gives exactly 1024× the gradients (powers of two scale
+ *   exactly in binary floating point), grad_scale 1/1024 in the step undoes
+ *   it exactly, Σg² matches the host, a NaN input makes Σg² not finite. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test_gpu.h"
+
+static const uint32_t sizes[] = {12, 20, 16, 24, 5};
+#define LAYERS 4
+#define ROWS 9
+
+static vkt_model *mlp(vkt_device *dev)
+{
+    vkt_mlp_opts o = VKT_MLP_OPTS_INIT;
+    o.layers = LAYERS;
+    o.sizes = sizes;
+    o.activation = VKT_ACTIVATION_GELU;
+    o.seed = 7;
+    vkt_model *m = NULL;
+    assert_vkt_ok(vkt_model_create_mlp(dev, &o, &m));
+    return m;
+}
+
+typedef struct data {
+    float x[ROWS * 12];
+    int32_t y[ROWS];
+    vkt_batch b;
+} data;
+
+static void make_data(data *d)
+{
+    tgpu_fill_random(d->x, ROWS * 12, 99);
+    for (int i = 0; i < ROWS; i++) d->y[i] = (i * 7) % 5;
+    d->b = (vkt_batch){.size = ROWS, .inputs = d->x, .labels = d->y};
+}
+
+/* Gradients of one forward/backward, in the padded flat layout order
+ * (dense, state_dict order). */
+static float *grads_of(vkt_model *m, const vkt_batch *b)
+{
+    size_t n = vkt_model_num_params(m);
+    float *g = malloc(n * 4);
+    assert_vkt_ok(vkt_model_zero_grad(m));
+    assert_vkt_ok(vkt_model_forward(m, b, NULL));
+    assert_vkt_ok(vkt_model_backward(m));
+    assert_vkt_ok(vkt_model_get_grads(m, g));
+    return g;
+}
+
+/* Dense index of the first element of parameter p. */
+static uint64_t dense_at(const vkt_model *m, uint32_t p)
+{
+    uint64_t at = 0;
+    for (uint32_t i = 0; i < p; i++) {
+        vkt_param_info pi;
+        vkt_model_param_info(m, i, &pi);
+        at += pi.numel;
+    }
+    return at;
+}
+
+static void test_mlp_segments(void **state)
+{
+    vkt_device *dev = *state;
+    vkt_model *m = mlp(dev);
+    data d;
+    make_data(&d);
+    float *ref = grads_of(m, &d.b);
+    assert_int_equal(vkt_model_backward_segments(m), 1);
+
+    /* One bucket per layer: [weight, bias] of layer l end where layer l+1's
+     * weight starts. */
+    uint64_t ends[LAYERS];
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        vkt_param_info pi;
+        if (l + 1 < LAYERS) {
+            assert_vkt_ok(vkt_model_param_info(m, 2 * (l + 1), &pi));
+            ends[l] = pi.offset;
+        } else {
+            ends[l] = vkt_model_flat_size(m);
+        }
+    }
+    assert_vkt_ok(vkt_model_set_grad_buckets(m, LAYERS, ends));
+    vkt_timeline *tl;
+    assert_vkt_ok(vkt_timeline_create(dev, 0, &tl));
+    size_t n = vkt_model_num_params(m);
+    float *g = malloc(n * 4);
+    for (int round = 0; round < 3; round++) {
+        uint64_t base = 100 * (uint64_t)(round + 1);
+        assert_vkt_ok(vkt_model_zero_grad(m));
+        assert_vkt_ok(vkt_model_forward(m, &d.b, NULL));
+        assert_vkt_ok(vkt_model_backward_submit(m, tl, base));
+        assert_int_equal(vkt_model_backward_segments(m), LAYERS);
+        /* Buckets finish in reverse layer order, one per segment. */
+        for (uint32_t l = 0; l < LAYERS; l++)
+            assert_int_equal(vkt_model_bucket_segment(m, l), LAYERS - 1 - l);
+        /* The last layer's bucket, read as soon as its segment signals,
+         * already has its final values. */
+        assert_vkt_ok(vkt_timeline_wait(tl, base + 1, UINT64_MAX));
+        assert_vkt_ok(vkt_model_get_grads(m, g));
+        uint64_t from = dense_at(m, 2 * (LAYERS - 1));
+        assert_memory_equal(g + from, ref + from, (n - from) * 4);
+        assert_vkt_ok(vkt_timeline_wait(tl, base + LAYERS, UINT64_MAX));
+        assert_vkt_ok(vkt_model_backward_wait(m));
+        assert_vkt_ok(vkt_model_get_grads(m, g));
+        assert_memory_equal(g, ref, n * 4); /* the same ops in the same order */
+    }
+    /* Bad bucket lists are refused with a reason. */
+    uint64_t bad[2] = {ends[1], ends[0]};
+    assert_int_equal(vkt_model_set_grad_buckets(m, 2, bad), VKT_ERR_INVALID_ARG);
+    uint64_t short_end[1] = {ends[0]};
+    assert_int_equal(vkt_model_set_grad_buckets(m, 1, short_end), VKT_ERR_INVALID_ARG);
+    assert_non_null(strstr(vkt_last_error(), "flat size"));
+    /* Back to one segment. */
+    assert_vkt_ok(vkt_model_set_grad_buckets(m, 0, NULL));
+    float *again = grads_of(m, &d.b);
+    assert_int_equal(vkt_model_backward_segments(m), 1);
+    assert_memory_equal(again, ref, n * 4);
+    free(again);
+    free(g);
+    free(ref);
+    vkt_timeline_destroy(tl);
+    vkt_model_destroy(m);
+}
+
+/* GPT: a bucket per parameter tensor. The tied wte is written by the head
+ * (the last node) and the embedding (the first): final only at the end. */
+static void test_gpt_tied_weight(void **state)
+{
+    vkt_device *dev = *state;
+    vkt_gpt_opts o = VKT_GPT_OPTS_INIT;
+    o.vocab = 40;
+    o.context = 8;
+    o.layers = 2;
+    o.heads = 2;
+    o.channels = 16;
+    o.seed = 3;
+    vkt_model *m = NULL;
+    assert_vkt_ok(vkt_model_create_gpt(dev, &o, &m));
+    uint32_t np = vkt_model_param_count(m);
+    uint64_t *ends = malloc(np * sizeof *ends);
+    for (uint32_t i = 0; i + 1 < np; i++) {
+        vkt_param_info pi;
+        assert_vkt_ok(vkt_model_param_info(m, i + 1, &pi));
+        ends[i] = pi.offset;
+    }
+    ends[np - 1] = vkt_model_flat_size(m);
+    assert_vkt_ok(vkt_model_set_grad_buckets(m, np, ends));
+    int32_t tok[2 * 8], lab[2 * 8];
+    for (int i = 0; i < 16; i++) {
+        tok[i] = (i * 5) % 40;
+        lab[i] = (i * 11 + 1) % 40;
+    }
+    vkt_batch b = {.size = 2, .tokens = tok, .labels = lab, .seq_len = 8};
+    assert_vkt_ok(vkt_model_forward(m, &b, NULL));
+    assert_vkt_ok(vkt_model_backward(m));
+    uint32_t nseg = vkt_model_backward_segments(m);
+    assert_true(nseg > 4);
+    /* wte (bucket 0) and wpe (bucket 1) finish with the embedding's
+     * backward, in the last segment; ln_f (the last two) in the first. */
+    assert_int_equal(vkt_model_bucket_segment(m, 0), nseg - 1);
+    assert_int_equal(vkt_model_bucket_segment(m, 1), nseg - 1);
+    assert_int_equal(vkt_model_bucket_segment(m, np - 1), 0);
+    assert_int_equal(vkt_model_bucket_segment(m, np - 2), 0);
+    /* Later parameters never finish after earlier ones (wte aside). */
+    for (uint32_t i = 2; i + 1 < np; i++)
+        assert_true(vkt_model_bucket_segment(m, i) >= vkt_model_bucket_segment(m, i + 1));
+    free(ends);
+    vkt_model_destroy(m);
+}
+
+static void test_loss_scale_and_sumsq(void **state)
+{
+    vkt_device *dev = *state;
+    vkt_model *m = mlp(dev);
+    data d;
+    make_data(&d);
+    size_t n = vkt_model_num_params(m);
+    float *ref = grads_of(m, &d.b);
+    double host = 0, dev_sumsq = 0;
+    for (size_t i = 0; i < n; i++) host += (double)ref[i] * ref[i];
+    assert_vkt_ok(vkt_model_grad_sumsq(m, &dev_sumsq));
+    assert_true(fabs(dev_sumsq - host) <= 1e-5 * host);
+
+    assert_int_equal(vkt_model_set_loss_scale(m, 0.0f), VKT_ERR_INVALID_ARG);
+    assert_int_equal(vkt_model_set_loss_scale(m, INFINITY), VKT_ERR_INVALID_ARG);
+    assert_vkt_ok(vkt_model_set_loss_scale(m, 1024.0f));
+    float *scaled = grads_of(m, &d.b);
+    for (size_t i = 0; i < n; i++) assert_true(scaled[i] == 1024.0f * ref[i]);
+    double s2;
+    assert_vkt_ok(vkt_model_grad_sumsq(m, &s2));
+    assert_true(fabs(s2 - 1024.0 * 1024.0 * host) <= 1e-5 * 1024.0 * 1024.0 * host);
+
+    /* Step with the scale undone == step on the unscaled gradients. */
+    vkt_optim_opts o = VKT_OPTIM_OPTS_INIT;
+    o.momentum = 0.9f;
+    float *p0 = malloc(n * 4), *pa = malloc(n * 4), *pb = malloc(n * 4);
+    assert_vkt_ok(vkt_model_get_params(m, p0));
+    assert_vkt_ok(vkt_model_step_scaled(m, &o, 0.1f, 1.0f / 1024.0f));
+    assert_vkt_ok(vkt_model_get_params(m, pa));
+    vkt_model *m2 = mlp(dev);
+    assert_vkt_ok(vkt_model_set_params(m2, p0));
+    free(grads_of(m2, &d.b));
+    assert_vkt_ok(vkt_model_step(m2, &o, 0.1f));
+    assert_vkt_ok(vkt_model_get_params(m2, pb));
+    assert_memory_equal(pa, pb, n * 4);
+    assert_int_equal(vkt_model_step_scaled(m2, &o, 0.1f, NAN), VKT_ERR_INVALID_ARG);
+
+    /* An overflow (here a NaN in the data) shows as a non-finite Σg². */
+    d.x[5] = NAN;
+    free(grads_of(m, &d.b));
+    assert_vkt_ok(vkt_model_grad_sumsq(m, &s2));
+    assert_false(isfinite(s2));
+    free(p0);
+    free(pa);
+    free(pb);
+    free(ref);
+    free(scaled);
+    vkt_model_destroy(m2);
+    vkt_model_destroy(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mlp_segments),
+        cmocka_unit_test(test_gpt_tied_weight),
+        cmocka_unit_test(test_loss_scale_and_sumsq),
+    };
+    return cmocka_run_group_tests(tests, tgpu_group_setup, tgpu_group_teardown);
+}
