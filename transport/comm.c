@@ -2,6 +2,7 @@
  * thread that runs queued collectives in order, and the public entry points
  * of vktrain/comm.h. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,8 @@
 #define DEFAULT_TIMEOUT_S 300.0
 #define DEFAULT_CHUNK (512u << 10)
 #define MIN_STAGING_CHUNK 8u /* one element of the widest type */
+#define DEFAULT_LATENCY_BYTES (32 << 10)
+#define DEFAULT_TCP_SOCKETS 1
 
 static const char *const redop_names[] = {"sum", "avg", "max", "min"};
 
@@ -24,7 +27,8 @@ const char *vkt_redop_name(vkt_redop op)
 const char *vkt__op_name(vkt__op_kind k)
 {
     static const char *const names[] = {"allreduce", "reduce_scatter", "allgather",
-                                        "broadcast", "barrier"};
+                                        "broadcast", "barrier", "reduce", "allgatherv",
+                                        "reduce_scatterv", "send", "recv"};
     return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "?";
 }
 
@@ -36,6 +40,13 @@ static void close_channels(vkt_comm *c)
     if (c->to_next) c->to_next->ops->close(c->to_next);
     if (c->from_prev) c->from_prev->ops->close(c->from_prev);
     c->to_next = c->from_prev = NULL;
+    for (int i = 0; i < VKT_TCP_MAX_SOCKETS - 1; i++) {
+        if (c->to_extra[i]) c->to_extra[i]->ops->close(c->to_extra[i]);
+        if (c->from_extra[i]) c->from_extra[i]->ops->close(c->from_extra[i]);
+        c->to_extra[i] = c->from_extra[i] = NULL;
+    }
+    c->nto = c->nfrom = 0;
+    vkt__p2p_close(c);
 }
 
 static void record_flight(vkt_comm *c, vkt_comm_req *r, int end, vkt_status st)
@@ -104,11 +115,13 @@ static void diagnose(vkt_comm *c, vkt_comm_req *r, char *out, size_t cap)
 /* Backend gloo: Gloo runs the whole collective (one "step" for messages). */
 static vkt_status run_gloo(vkt_comm *c, vkt_comm_req *r)
 {
-    static const vkt__gloo_kind kinds[] = {VKT_GLOO_ALLREDUCE, VKT_GLOO_REDUCE_SCATTER,
-                                           VKT_GLOO_ALLGATHER, VKT_GLOO_BROADCAST,
-                                           VKT_GLOO_BARRIER};
+    static const vkt__gloo_kind kinds[] = {
+        VKT_GLOO_ALLREDUCE, VKT_GLOO_REDUCE_SCATTER, VKT_GLOO_ALLGATHER,
+        VKT_GLOO_BROADCAST, VKT_GLOO_BARRIER,   VKT_GLOO_REDUCE,
+        VKT_GLOO_ALLGATHERV, VKT_GLOO_REDUCE_SCATTERV, VKT_GLOO_SEND,
+        VKT_GLOO_RECV};
     vkt__gloo_op op = {kinds[r->kind], r->sendbuf, r->recvbuf, r->count, r->dtype, r->op,
-                       r->root, r->seq};
+                       r->root, r->coll_seq, r->counts};
     c->step = 0;
     c->nsteps = 1;
     return vkt__gloo_run(c->gloo, &op);
@@ -185,6 +198,7 @@ int vkt__comm_try_inline(vkt_comm *c, vkt_comm_req *r, vkt_status *st)
     c->busy = 1;
     r->c = c;
     r->seq = c->next_seq++;
+    if (r->kind != VKT_OPK_SEND && r->kind != VKT_OPK_RECV) r->coll_seq = c->next_coll_seq++;
     pthread_mutex_unlock(&c->mu);
     execute(c, r);
     pthread_mutex_lock(&c->mu);
@@ -209,6 +223,7 @@ vkt_status vkt__comm_submit(vkt_comm *c, vkt_comm_req *r)
     r->next = NULL;
     r->done = 0;
     r->seq = c->next_seq++;
+    if (r->kind != VKT_OPK_SEND && r->kind != VKT_OPK_RECV) r->coll_seq = c->next_coll_seq++;
     if (c->q_tail)
         c->q_tail->next = r;
     else
@@ -241,9 +256,11 @@ typedef struct resolved {
 
 static vkt_status resolve_opts(const vkt_comm_opts *o, resolved *v)
 {
-    VKT_FAIL_IF(o->struct_size < sizeof(vkt_comm_opts), VKT_ERR_INVALID_ARG,
-                "vkt_comm_create: opts.struct_size is %u, expected %zu; initialise opts with "
-                "VKT_COMM_OPTS_INIT", o->struct_size, sizeof(vkt_comm_opts));
+    VKT_FAIL_IF(o->struct_size < offsetof(vkt_comm_opts, latency_bytes) ||
+                    o->struct_size > sizeof(vkt_comm_opts),
+                VKT_ERR_INVALID_ARG, "vkt_comm_create: opts.struct_size is %u, expected %zu; "
+                "initialise opts with VKT_COMM_OPTS_INIT", o->struct_size,
+                sizeof(vkt_comm_opts));
     v->rank = o->rank >= 0 ? o->rank : (int)vkt__env_int("RANK", -1);
     v->size = o->world_size >= 0 ? o->world_size : (int)vkt__env_int("WORLD_SIZE", -1);
     VKT_FAIL_IF(v->size < 1 || v->rank < 0 || v->rank >= v->size, VKT_ERR_INVALID_ARG,
@@ -280,13 +297,13 @@ typedef struct listeners {
 
 /* Pick the channel kind for the link to rank peer from its published
  * addresses ("tcp=...\nshm=...\n"); *addr receives the chosen address. */
-static vkt_status choose_kind(vkt_comm *c, const listeners *ls, char *pub, int peer,
-                              const vkt_channel_ops **ops, const char **addr)
+vkt_status vkt__choose_kind(const vkt_comm *c, const char *host_id, char *pub, int peer,
+                            const vkt_channel_ops **ops, const char **addr)
 {
     char *tcp = strstr(pub, "tcp="), *shm = strstr(pub, "shm=");
     for (char *p = pub; (p = strchr(p, '\n'));) *p++ = '\0';
-    size_t hl = strlen(ls->host_id);
-    int same_host = shm && hl && strncmp(shm + 4, ls->host_id, hl) == 0 && shm[4 + hl] == '|';
+    size_t hl = strlen(host_id);
+    int same_host = shm && hl && strncmp(shm + 4, host_id, hl) == 0 && shm[4 + hl] == '|';
     if (c->backend == VKT_COMM_BACKEND_SHM || (c->backend == VKT_COMM_BACKEND_AUTO && same_host)) {
         VKT_FAIL_IF(!shm, VKT_ERR_INVALID_USAGE, "rank %d offers no shared memory; every "
                     "rank must use the same backend", peer);
@@ -301,26 +318,90 @@ static vkt_status choose_kind(vkt_comm *c, const listeners *ls, char *pub, int p
     return VKT_OK;
 }
 
-/* One accept attempt on each listener; keeps a channel from prev only. */
-static vkt_status accept_prev(vkt_comm *c, const listeners *ls)
+/* The sockets of the ring link being set up, in both directions. */
+typedef struct ring_links {
+    vkt_chan *to[VKT_TCP_MAX_SOCKETS], *from[VKT_TCP_MAX_SOCKETS];
+    int nto, nfrom, want_to, want_from; /* want_from 0: not known yet */
+} ring_links;
+
+/* One accept attempt on each listener; keeps channels from prev only. The
+ * first one tells the link's kind: shm has one, tcp tcp_sockets sockets. */
+static vkt_status accept_prev(vkt_comm *c, const listeners *ls, ring_links *rl)
 {
     vkt_chan_listener *l[2] = {ls->tcp, ls->shm};
     const vkt_channel_ops *k[2] = {&vkt__tcp_channel, &vkt__shm_channel};
     int prev = (c->rank + c->size - 1) % c->size;
-    for (int i = 0; i < 2 && !c->from_prev; i++) {
+    for (int i = 0; i < 2 && (!rl->want_from || rl->nfrom < rl->want_from); i++) {
         int peer = -1;
         vkt_chan *ch = NULL;
         if (!l[i]) continue;
         VKT_CHECK(k[i]->accept(l[i], &ch, &peer));
-        if (ch && peer != prev) {
+        if (ch && (peer != prev || (rl->nfrom && ch->ops != rl->from[0]->ops))) {
             fprintf(stderr, "vktrain: rank %d: unexpected channel from rank %d (expected "
                     "%d); dropped\n", c->rank, peer, prev);
             ch->ops->close(ch);
         } else if (ch) {
-            c->from_prev = ch;
+            rl->from[rl->nfrom++] = ch;
+            rl->want_from = ch->ops == &vkt__tcp_channel ? c->nsock_cfg : 1;
         }
     }
     return VKT_OK;
+}
+
+/* Several sockets per link: the accepting side cannot tell them apart, so
+ * each carries its index as a first frame, and the receiver orders them. */
+static vkt_status order_sockets(vkt_comm *c, ring_links *rl, double deadline)
+{
+    uint32_t out_idx[VKT_TCP_MAX_SOCKETS], in_idx[VKT_TCP_MAX_SOCKETS];
+    vkt_chan_req sr[VKT_TCP_MAX_SOCKETS], rr[VKT_TCP_MAX_SOCKETS];
+    for (int i = 0; i < rl->nto && rl->nto > 1; i++) {
+        out_idx[i] = (uint32_t)i;
+        VKT_CHECK(rl->to[i]->ops->isend(rl->to[i], &sr[i], &out_idx[i], sizeof out_idx[i]));
+    }
+    for (int i = 0; i < rl->nfrom && rl->nfrom > 1; i++)
+        VKT_CHECK(rl->from[i]->ops->irecv(rl->from[i], &rr[i], &in_idx[i], sizeof in_idx[i]));
+    for (;;) {
+        int pending = 0, done;
+        for (int i = 0; i < rl->nto && rl->nto > 1; i++) {
+            VKT_CHECK(rl->to[i]->ops->test(rl->to[i], &sr[i], &done));
+            pending |= !done;
+        }
+        for (int i = 0; i < rl->nfrom && rl->nfrom > 1; i++) {
+            VKT_CHECK(rl->from[i]->ops->test(rl->from[i], &rr[i], &done));
+            pending |= !done;
+        }
+        if (!pending) break;
+        VKT_FAIL_IF(vkt__now() >= deadline, VKT_ERR_TIMEOUT, "rank %d: ring setup: the "
+                    "sockets of a tcp link did not say their index within %.0f s", c->rank,
+                    c->timeout_s);
+        vkt__sleep_ms(1);
+    }
+    vkt_chan *sorted[VKT_TCP_MAX_SOCKETS] = {NULL};
+    for (int i = 0; i < rl->nfrom && rl->nfrom > 1; i++) {
+        VKT_FAIL_IF(in_idx[i] >= (uint32_t)rl->nfrom || sorted[in_idx[i]], VKT_ERR_CORRUPT,
+                    "rank %d: ring setup: bad socket index %u from rank %d", c->rank,
+                    in_idx[i], rl->from[i]->peer);
+        sorted[in_idx[i]] = rl->from[i];
+    }
+    for (int i = 0; i < rl->nfrom && rl->nfrom > 1; i++) rl->from[i] = sorted[i];
+    return VKT_OK;
+}
+
+/* Hand the finished links to the comm (or close them on failure). */
+static void keep_links(vkt_comm *c, ring_links *rl, vkt_status st)
+{
+    for (int i = 0; i < rl->nto; i++) {
+        if (st != VKT_OK) rl->to[i]->ops->close(rl->to[i]);
+        else if (i == 0) c->to_next = rl->to[0];
+        else c->to_extra[i - 1] = rl->to[i];
+    }
+    for (int i = 0; i < rl->nfrom; i++) {
+        if (st != VKT_OK) rl->from[i]->ops->close(rl->from[i]);
+        else if (i == 0) c->from_prev = rl->from[0];
+        else c->from_extra[i - 1] = rl->from[i];
+    }
+    c->nto = st == VKT_OK ? rl->nto : 0;
+    c->nfrom = st == VKT_OK ? rl->nfrom : 0;
 }
 
 /* Connect to the next rank and accept the previous one, both at once. */
@@ -333,25 +414,34 @@ static vkt_status connect_ring(vkt_comm *c, const vkt_chan_config *cfg, const li
     vkt_chan_connecting *cs = NULL;
     double deadline = vkt__now() + c->timeout_s;
     int backoff = 1;
-    VKT_CHECK(choose_kind(c, ls, next_pub, next, &ops, &addr));
+    ring_links rl = {{NULL}, {NULL}, 0, 0, 1, 0};
+    VKT_CHECK(vkt__choose_kind(c, ls->host_id, next_pub, next, &ops, &addr));
+    if (ops == &vkt__tcp_channel) rl.want_to = c->nsock_cfg;
     vkt_status st = VKT_OK;
     for (;;) {
-        if (!c->to_next) VKT_CHECK_GOTO(st, ops->connect(cfg, addr, next, &cs, &c->to_next), out);
-        VKT_CHECK_GOTO(st, accept_prev(c, ls), out);
-        if (c->to_next && c->from_prev) break;
+        while (rl.nto < rl.want_to) {
+            VKT_CHECK_GOTO(st, ops->connect(cfg, addr, next, &cs, &rl.to[rl.nto]), out);
+            if (!rl.to[rl.nto]) break;
+            rl.nto++;
+        }
+        VKT_CHECK_GOTO(st, accept_prev(c, ls, &rl), out);
+        if (rl.nto == rl.want_to && rl.want_from && rl.nfrom == rl.want_from) break;
         if (vkt__now() >= deadline) {
+            int to_done = rl.nto == rl.want_to;
             st = VKT_ERROR(VKT_ERR_TIMEOUT, "rank %d: ring setup: %s within %.0f s; check that "
                            "rank %d runs and can reach this host", c->rank,
-                           !c->to_next ? "could not connect to the next rank"
-                                       : "the previous rank did not connect",
-                           c->timeout_s, !c->to_next ? next : prev);
+                           !to_done ? "could not connect to the next rank"
+                                    : "the previous rank did not connect",
+                           c->timeout_s, !to_done ? next : prev);
             goto out;
         }
         vkt__sleep_ms(backoff); /* setup is one-time: a short sleep beats spinning */
         backoff = backoff * 2 > 20 ? 20 : backoff * 2;
     }
+    st = order_sockets(c, &rl, deadline);
 out:
     ops->abort_connect(cs);
+    keep_links(c, &rl, st);
     return st;
 }
 
@@ -376,7 +466,8 @@ static vkt_status open_listeners(vkt_comm *c, const vkt_chan_config *cfg, const 
     }
     /* Frame sizes follow from chunk_bytes and receivers reduce in place
      * only without checksums, so ranks must agree on both. */
-    snprintf(pub + n, cap - n, "cfg=%zu,%d\n", c->chunk_bytes, c->checksum);
+    snprintf(pub + n, cap - n, "cfg=%zu,%d,%lld,%d\n", c->chunk_bytes, c->checksum,
+             (long long)c->latency_bytes, c->nsock_cfg);
     return VKT_OK;
 }
 
@@ -388,7 +479,9 @@ static vkt_status check_peer_cfg(const vkt_comm *c, const char *pub, int peer)
     const char *p = strstr(pub, "cfg=");
     char *end = NULL;
     unsigned long long chunk = p ? strtoull(p + 4, &end, 10) : 0;
-    int checksum = end && *end == ',' ? atoi(end + 1) : -1;
+    int checksum = end && *end == ',' ? (int)strtol(end + 1, &end, 10) : -1;
+    long long lat = end && *end == ',' ? strtoll(end + 1, &end, 10) : -1;
+    int nsock = end && *end == ',' ? atoi(end + 1) : -1;
     VKT_FAIL_IF(chunk != c->chunk_bytes, VKT_ERR_INVALID_USAGE,
                 "rank %d uses chunk_bytes %llu but this rank %zu; give every rank the same "
                 "chunk_bytes (or VKT_COMM_CHUNK_BYTES)", peer, chunk, c->chunk_bytes);
@@ -396,6 +489,13 @@ static vkt_status check_peer_cfg(const vkt_comm *c, const char *pub, int peer)
                 "rank %d has checksums %s but this rank %s; give every rank the same "
                 "checksum option (or VKT_COMM_CHECKSUM)", peer, checksum == 1 ? "on" : "off",
                 c->checksum ? "on" : "off");
+    VKT_FAIL_IF(lat != c->latency_bytes, VKT_ERR_INVALID_USAGE,
+                "rank %d uses latency_bytes %lld but this rank %lld; give every rank the same "
+                "latency_bytes (or VKT_COMM_LATENCY_BYTES)", peer, lat,
+                (long long)c->latency_bytes);
+    VKT_FAIL_IF(nsock != c->nsock_cfg, VKT_ERR_INVALID_USAGE,
+                "rank %d uses %d tcp sockets per link but this rank %d; give every rank the "
+                "same tcp_sockets (or VKT_TCP_SOCKETS)", peer, nsock, c->nsock_cfg);
     return VKT_OK;
 }
 
@@ -421,8 +521,11 @@ static vkt_status setup_ring(vkt_comm *c, const char *listen_host)
     st = connect_ring(c, &cfg, &ls, next_pub);
     if (st == VKT_OK) c->link_name = c->to_next->ops->name; /* fixed from now on */
 out:
-    vkt__tcp_channel.close_listener(ls.tcp);
-    vkt__shm_channel.close_listener(ls.shm);
+    /* The listeners stay open for direct links (send/recv, recursive
+     * doubling), which are made on first use; destroy closes them. */
+    c->lis_tcp = ls.tcp;
+    c->lis_shm = ls.shm;
+    snprintf(c->host_id, sizeof c->host_id, "%s", ls.host_id);
     return st;
 }
 
@@ -469,6 +572,17 @@ static vkt_status init_comm(vkt_comm *c, const vkt_comm_opts *o, const resolved 
     if (!chunk) chunk = vkt__env_int("VKT_COMM_CHUNK_BYTES", DEFAULT_CHUNK);
     c->chunk_bytes = chunk > 0 ? (size_t)chunk : DEFAULT_CHUNK;
     c->checksum = o->checksum >= 0 ? o->checksum != 0 : vkt__env_int("VKT_COMM_CHECKSUM", 0) != 0;
+    c->latency_bytes = o->latency_bytes >= 0
+                           ? o->latency_bytes
+                           : vkt__env_int("VKT_COMM_LATENCY_BYTES", DEFAULT_LATENCY_BYTES);
+    if (c->latency_bytes < 0) c->latency_bytes = DEFAULT_LATENCY_BYTES;
+    c->delay_us = vkt__env_int("VKT_COMM_DELAY_US", 0);
+    if (c->delay_us < 0 || c->delay_us > 10000000) c->delay_us = 0;
+    c->nsock_cfg = o->tcp_sockets > 0 ? o->tcp_sockets
+                                      : (int)vkt__env_int("VKT_TCP_SOCKETS", DEFAULT_TCP_SOCKETS);
+    VKT_FAIL_IF(c->nsock_cfg < 1 || c->nsock_cfg > VKT_TCP_MAX_SOCKETS, VKT_ERR_INVALID_ARG,
+                "vkt_comm_create: tcp_sockets (or VKT_TCP_SOCKETS) is %d; use 1..%d",
+                c->nsock_cfg, VKT_TCP_MAX_SOCKETS);
     VKT_CHECK(vkt__auth_init(&c->auth, o->job_secret, o->allow_unauthenticated));
     if (v->size > 1) {
         VKT_CHECK(vkt__store_open(v->store_addr, v->serve, &c->auth, v->timeout_s, &c->server,
@@ -498,6 +612,12 @@ vkt_status vkt_comm_create(const vkt_comm_opts *opts, vkt_comm **out)
     *out = NULL;
     VKT_FAIL_IF(!opts, VKT_ERR_INVALID_ARG, "vkt_comm_create: opts is NULL");
     VKT_CHECK(resolve_opts(opts, &v));
+    /* A caller built against an older header passes a shorter struct: the
+     * fields it does not know keep their defaults. */
+    vkt_comm_opts full = VKT_COMM_OPTS_INIT;
+    memcpy(&full, opts, opts->struct_size);
+    full.struct_size = sizeof full;
+    opts = &full;
     vkt_comm *c = vkt_calloc(1, sizeof *c);
     VKT_FAIL_IF(!c, VKT_ERR_NOMEM, "vkt_comm_create: out of memory");
     c->magic = VKT_COMM_MAGIC;
@@ -532,6 +652,10 @@ void vkt_comm_destroy(vkt_comm *c)
         pthread_join(c->thread, NULL);
     }
     close_channels(c);
+    vkt__tcp_channel.close_listener(c->lis_tcp);
+    vkt__shm_channel.close_listener(c->lis_shm);
+    vkt_free(c->p2p_to);
+    vkt_free(c->p2p_from);
     vkt__gloo_destroy(c->gloo);
     vkt__store_close(c->store);
     vkt__store_tcp_stop(c->server);

@@ -53,8 +53,19 @@ static vkt_status issue(vkt_comm *c, vkt_comm_req *r, vkt_comm_req **req_out)
     VKT_FAIL_IF(!h, VKT_ERR_NOMEM, "%s: out of memory for a request", vkt__op_name(r->kind));
     memcpy(h, r, sizeof *h);
     h->heap = 1;
+    if (r->counts) { /* the caller's array is borrowed for the call only */
+        h->own_counts = vkt_malloc((size_t)c->size * sizeof *h->own_counts);
+        if (!h->own_counts) {
+            vkt_free(h);
+            return VKT_ERROR(VKT_ERR_NOMEM, "%s: out of memory for a request",
+                             vkt__op_name(r->kind));
+        }
+        memcpy(h->own_counts, r->counts, (size_t)c->size * sizeof *h->own_counts);
+        h->counts = h->own_counts;
+    }
     vkt_status st = vkt__comm_submit(c, h);
     if (st != VKT_OK) {
+        vkt_free(h->own_counts);
         vkt_free(h);
         return st;
     }
@@ -113,7 +124,108 @@ static vkt_status barrier(vkt_comm *c, vkt_comm_req **req)
     return issue(c, &r, req);
 }
 
+static vkt_status reduce(vkt_comm *c, const void *sb, void *rb, size_t n, vkt_dtype t,
+                         vkt_redop op, int root, vkt_comm_req **req)
+{
+    vkt_comm_req r;
+    VKT_CHECK(check_common("vkt_comm_reduce", c, n, 1, t, op, 1));
+    VKT_FAIL_IF(root < 0 || root >= c->size, VKT_ERR_INVALID_ARG,
+                "vkt_comm_reduce: root %d is not a rank of this %d-rank job", root, c->size);
+    VKT_FAIL_IF(n && (!sb || (c->rank == root && !rb)), VKT_ERR_INVALID_ARG,
+                "vkt_comm_reduce: NULL buffer");
+    fill(&r, VKT_OPK_REDUCE, sb, rb, n, t, op, root);
+    return issue(c, &r, req);
+}
+
+static vkt_status p2p(vkt_comm *c, vkt__op_kind kind, const void *sb, void *rb, size_t n,
+                      vkt_dtype t, int peer, vkt_comm_req **req)
+{
+    const char *fn = kind == VKT_OPK_SEND ? "vkt_comm_send" : "vkt_comm_recv";
+    vkt_comm_req r;
+    VKT_CHECK(check_common(fn, c, n, 1, t, 0, 0));
+    VKT_FAIL_IF(peer < 0 || peer >= c->size || peer == c->rank, VKT_ERR_INVALID_ARG,
+                "%s: peer %d is not another rank of this %d-rank job (this is rank %d)", fn,
+                peer, c->size, c->rank);
+    VKT_FAIL_IF(n && (kind == VKT_OPK_SEND ? !sb : !rb), VKT_ERR_INVALID_ARG,
+                "%s: NULL buffer", fn);
+    fill(&r, kind, sb, rb, n, t, 0, peer);
+    return issue(c, &r, req);
+}
+
+/* Checks of the v forms; *total = the sum of counts. */
+static vkt_status check_counts(const char *fn, vkt_comm *c, const size_t *counts,
+                               vkt_dtype t, size_t *total)
+{
+    VKT_FAIL_IF(!c || c->magic != VKT_COMM_MAGIC, VKT_ERR_INVALID_ARG,
+                "%s: comm is NULL or not a communicator", fn);
+    VKT_FAIL_IF(!counts, VKT_ERR_INVALID_ARG, "%s: counts is NULL", fn);
+    size_t sum = 0;
+    for (int q = 0; q < c->size; q++) {
+        VKT_FAIL_IF(counts[q] > SIZE_MAX - sum, VKT_ERR_INVALID_ARG,
+                    "%s: the counts overflow size_t", fn);
+        sum += counts[q];
+    }
+    *total = sum;
+    return check_common(fn, c, sum, 1, t, 0, 0);
+}
+
+static vkt_status allgatherv(vkt_comm *c, const void *sb, void *rb, const size_t *counts,
+                             vkt_dtype t, vkt_comm_req **req)
+{
+    vkt_comm_req r;
+    size_t total = 0;
+    VKT_CHECK(check_counts("vkt_comm_allgatherv", c, counts, t, &total));
+    VKT_FAIL_IF(total && (!rb || (counts[c->rank] && !sb)), VKT_ERR_INVALID_ARG,
+                "vkt_comm_allgatherv: NULL buffer");
+    fill(&r, VKT_OPK_ALLGATHERV, sb, rb, total, t, 0, 0);
+    r.counts = counts;
+    return issue(c, &r, req);
+}
+
+static vkt_status reduce_scatterv(vkt_comm *c, const void *sb, void *rb, const size_t *counts,
+                                  vkt_dtype t, vkt_redop op, vkt_comm_req **req)
+{
+    vkt_comm_req r;
+    size_t total = 0;
+    VKT_CHECK(check_counts("vkt_comm_reduce_scatterv", c, counts, t, &total));
+    VKT_CHECK(check_common("vkt_comm_reduce_scatterv", c, total, 1, t, op, 1));
+    VKT_FAIL_IF(total && (!sb || (counts[c->rank] && !rb)), VKT_ERR_INVALID_ARG,
+                "vkt_comm_reduce_scatterv: NULL buffer");
+    fill(&r, VKT_OPK_REDUCE_SCATTERV, sb, rb, total, t, op, 0);
+    r.counts = counts;
+    return issue(c, &r, req);
+}
+
 /* --------------------------------------------------------- public wrappers -- */
+
+vkt_status vkt_comm_reduce(vkt_comm *c, const void *sb, void *rb, size_t n, vkt_dtype t,
+                           vkt_redop op, int root)
+{
+    return reduce(c, sb, rb, n, t, op, root, NULL);
+}
+
+vkt_status vkt_comm_send(vkt_comm *c, const void *buf, size_t n, vkt_dtype t, int peer)
+{
+    return p2p(c, VKT_OPK_SEND, buf, NULL, n, t, peer, NULL);
+}
+
+vkt_status vkt_comm_recv(vkt_comm *c, void *buf, size_t n, vkt_dtype t, int peer)
+{
+    return p2p(c, VKT_OPK_RECV, NULL, buf, n, t, peer, NULL);
+}
+
+vkt_status vkt_comm_allgatherv(vkt_comm *c, const void *sb, void *rb, const size_t *counts,
+                               vkt_dtype t)
+{
+    return allgatherv(c, sb, rb, counts, t, NULL);
+}
+
+vkt_status vkt_comm_reduce_scatterv(vkt_comm *c, const void *sb, void *rb,
+                                    const size_t *counts, vkt_dtype t, vkt_redop op)
+{
+    return reduce_scatterv(c, sb, rb, counts, t, op, NULL);
+}
+
 
 vkt_status vkt_comm_allreduce(vkt_comm *c, const void *sb, void *rb, size_t n, vkt_dtype t,
                               vkt_redop op)
@@ -179,11 +291,48 @@ vkt_status vkt_comm_barrier_async(vkt_comm *c, vkt_comm_req **req)
     return barrier(c, req);
 }
 
+vkt_status vkt_comm_reduce_async(vkt_comm *c, const void *sb, void *rb, size_t n, vkt_dtype t,
+                                 vkt_redop op, int root, vkt_comm_req **req)
+{
+    ASYNC_GUARD(req);
+    return reduce(c, sb, rb, n, t, op, root, req);
+}
+
+vkt_status vkt_comm_send_async(vkt_comm *c, const void *buf, size_t n, vkt_dtype t, int peer,
+                               vkt_comm_req **req)
+{
+    ASYNC_GUARD(req);
+    return p2p(c, VKT_OPK_SEND, buf, NULL, n, t, peer, req);
+}
+
+vkt_status vkt_comm_recv_async(vkt_comm *c, void *buf, size_t n, vkt_dtype t, int peer,
+                               vkt_comm_req **req)
+{
+    ASYNC_GUARD(req);
+    return p2p(c, VKT_OPK_RECV, NULL, buf, n, t, peer, req);
+}
+
+vkt_status vkt_comm_allgatherv_async(vkt_comm *c, const void *sb, void *rb,
+                                     const size_t *counts, vkt_dtype t, vkt_comm_req **req)
+{
+    ASYNC_GUARD(req);
+    return allgatherv(c, sb, rb, counts, t, req);
+}
+
+vkt_status vkt_comm_reduce_scatterv_async(vkt_comm *c, const void *sb, void *rb,
+                                          const size_t *counts, vkt_dtype t, vkt_redop op,
+                                          vkt_comm_req **req)
+{
+    ASYNC_GUARD(req);
+    return reduce_scatterv(c, sb, rb, counts, t, op, req);
+}
+
 vkt_status vkt_comm_wait(vkt_comm_req *req)
 {
     VKT_FAIL_IF(!req || !req->heap, VKT_ERR_INVALID_ARG,
                 "vkt_comm_wait: req is NULL or not from an _async call");
     vkt_status st = vkt__comm_finish(req);
+    vkt_free(req->own_counts);
     vkt_free(req);
     return st;
 }

@@ -21,8 +21,15 @@ typedef enum vkt__op_kind {
     VKT_OPK_REDUCE_SCATTER,
     VKT_OPK_ALLGATHER,
     VKT_OPK_BROADCAST,
-    VKT_OPK_BARRIER
+    VKT_OPK_BARRIER,
+    VKT_OPK_REDUCE,
+    VKT_OPK_ALLGATHERV,
+    VKT_OPK_REDUCE_SCATTERV,
+    VKT_OPK_SEND, /* point-to-point: only this rank and root (the peer) take part */
+    VKT_OPK_RECV
 } vkt__op_kind;
+
+#define VKT_TCP_MAX_SOCKETS 8
 
 struct vkt_comm_req {
     struct vkt_comm_req *next;
@@ -30,12 +37,21 @@ struct vkt_comm_req {
     vkt__op_kind kind;
     const void *sendbuf;
     void *recvbuf;
-    size_t count; /* allreduce/broadcast: total; reduce_scatter/allgather: per rank */
+    size_t count; /* allreduce/broadcast/reduce/send/recv: total; reduce_scatter/
+                   * allgather: per rank; the v forms: the sum of counts */
+    /* The v forms: count of each rank (size entries; borrowed by a blocking
+     * call, a copy owned by the request of an _async one). */
+    const size_t *counts;
+    size_t *own_counts;
     vkt_dtype dtype;
     vkt_redop op;
-    int root;
+    int root; /* broadcast/reduce: the root; send/recv: the peer */
     int heap; /* allocated by an _async call (freed by wait) */
     uint64_t seq;
+    /* Collectives only (every rank issues them): their number among this
+     * comm's collectives, the same on every rank, which seq is not once
+     * send/recv run between some ranks. Gloo's tag. */
+    uint64_t coll_seq;
     int done; /* guarded by c->mu */
     vkt_status st;
     char msg[VKT_COMM_MSG_CAP];
@@ -61,6 +77,20 @@ struct vkt_comm {
     vkt__store_server *server;
     vkt_comm_backend backend;
     vkt_chan *to_next, *from_prev; /* each carries its own ops (tcp or shm) */
+    /* tcp links with several sockets: frame k of a step uses socket k % n;
+     * to_extra[i] / from_extra[i] are sockets 1.. (the first is to_next). */
+    int nsock_cfg;            /* tcp_sockets option (every rank agrees) */
+    int nto, nfrom;           /* sockets of to_next / from_prev (1 for shm) */
+    vkt_chan *to_extra[VKT_TCP_MAX_SOCKETS - 1], *from_extra[VKT_TCP_MAX_SOCKETS - 1];
+    int64_t latency_bytes;    /* all-reduces up to this size: recursive doubling */
+    int64_t delay_us;         /* VKT_COMM_DELAY_US: added before every ring frame sent
+                               * (benchmarks of overlap; 0 in real runs) */
+    /* Direct links between rank pairs (send/recv, recursive doubling), made
+     * on first use: p2p_to[q] carries data to rank q, p2p_from[q] from it.
+     * The ring's listeners stay open for them. */
+    vkt_chan **p2p_to, **p2p_from;
+    vkt_chan_listener *lis_tcp, *lis_shm;
+    char host_id[128];
     const char *link_name;         /* kind of to_next, kept after a failure */
     vkt__gloo *gloo;               /* backend gloo with 2+ ranks: runs every collective */
 
@@ -72,7 +102,7 @@ struct vkt_comm {
     pthread_mutex_t mu;
     pthread_cond_t cv_work, cv_done;
     vkt_comm_req *q_head, *q_tail;
-    uint64_t next_seq;
+    uint64_t next_seq, next_coll_seq;
     vkt_status err_st; /* sticky; guarded by mu */
     char err_msg[VKT_COMM_MSG_CAP];
 
@@ -84,6 +114,51 @@ struct vkt_comm {
     vkt__flight flight[VKT_FLIGHT_LEN];
     int step, nsteps; /* progress through the current collective */
 };
+
+/* ------------------------------------------- step engine (ring.c) -- */
+
+/* One step of an algorithm: send send_len bytes to x->to while receiving
+ * recv_len bytes from x->from, cut into chunk-sized frames. */
+typedef struct vkt__step {
+    const char *send_buf; /* what this rank sends (may be NULL when len is 0) */
+    size_t send_len;
+    char *recv_buf; /* where results land */
+    size_t recv_len;
+    const char *red_in; /* non-NULL: recv_buf = received op red_in */
+    int forward;        /* chains: frame k is sent after frame k arrived */
+    int no_send, no_recv; /* chains' ends, one-sided point-to-point */
+} vkt__step;
+
+typedef struct vkt__op_ctx {
+    vkt_comm *c;
+    vkt_comm_req *r;
+    size_t esize, chunk; /* chunk: whole elements */
+    /* The links of the next step: the ring's by default (all their sockets);
+     * a direct link (one socket) for point-to-point and recursive doubling. */
+    vkt_chan *to[VKT_TCP_MAX_SOCKETS], *from[VKT_TCP_MAX_SOCKETS];
+    int nto, nfrom;
+} vkt__op_ctx;
+
+vkt_status vkt__step_run(vkt__op_ctx *x, const vkt__step *d);
+/* Grow c->scratch to at least bytes. */
+vkt_status vkt__scratch(vkt_comm *c, size_t bytes);
+
+/* --------------------------------- direct links and their algorithms (p2p.c) -- */
+
+/* The link that carries data to (sending) or from (!sending) rank peer,
+ * made on first use: connect to peer's published listener, or accept from
+ * ours (links from other ranks that arrive meanwhile are kept for later).
+ * Bounded by comm_timeout_s. */
+vkt_status vkt__p2p_link(vkt_comm *c, int peer, int sending, vkt_chan **out);
+/* send/recv of r (r->root is the peer). */
+vkt_status vkt__p2p_run(vkt__op_ctx *x);
+/* All-reduce by recursive doubling (any rank count). */
+vkt_status vkt__rd_allreduce(vkt__op_ctx *x);
+void vkt__p2p_close(vkt_comm *c);
+/* The channel kind and address to reach rank peer from its published
+ * "tcp=...\nshm=...\n" (pub is cut into lines in place) (comm.c). */
+vkt_status vkt__choose_kind(const vkt_comm *c, const char *host_id, char *pub, int peer,
+                            const vkt_channel_ops **ops, const char **addr);
 
 const char *vkt__op_name(vkt__op_kind k);
 /* Queue a filled request for the progress thread (fails with the sticky

@@ -8,6 +8,7 @@
 //    shared directory, know nothing of the job secret, and leave files behind);
 //  - Gloo has no bf16 arithmetic and no average: bf16 reductions are refused
 //    (comm_api.c checks first), AVG is SUM then a division, as PyTorch does.
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstring>
@@ -18,12 +19,14 @@
 #include <vector>
 
 #include <gloo/allgather.h>
+#include <gloo/allgatherv.h>
 #include <gloo/allreduce.h>
 #include <gloo/barrier.h>
 #include <gloo/broadcast.h>
 #include <gloo/common/error.h>
 #include <gloo/common/logging.h>
 #include <gloo/math.h>
+#include <gloo/reduce.h>
 #include <gloo/reduce_scatter.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/store.h>
@@ -47,7 +50,10 @@ struct vkt__gloo {
     // their constructor and are meant to be reused). Every rank sees the same
     // sequence of calls, so every rank rebuilds at the same points.
     std::unique_ptr<gloo::Algorithm> rs;
-    size_t rs_count = 0;
+    std::vector<int> rs_elems; // each rank's block of the cached reduce-scatter
+    // send/recv: messages sent to / received from each rank so far, the
+    // slot of the next one (Gloo matches a recv to a send by rank and slot).
+    std::vector<uint32_t> sent, recvd;
     vkt_dtype rs_dtype = VKT_DTYPE_F32;
     vkt_redop rs_op = VKT_REDOP_SUM;
 };
@@ -120,7 +126,9 @@ const char *kind_name(vkt__gloo_kind k)
 {
     static const char *const names[] = {"allreduce (ring)", "reduce_scatter (halving-doubling)",
                                         "allgather (ring)", "broadcast (one-to-all)",
-                                        "barrier (all-to-one)"};
+                                        "barrier (all-to-one)", "reduce",
+                                        "allgatherv", "reduce_scatterv (halving-doubling)",
+                                        "send", "recv"};
     return (unsigned)k < sizeof names / sizeof names[0] ? names[k] : "?";
 }
 
@@ -207,27 +215,122 @@ template <typename T> void allreduce(vkt__gloo *g, const vkt__gloo_op *p)
     gloo::allreduce(o);
 }
 
+// Gloo's halving-doubling reduce-scatter cannot take an empty block (measured
+// with libgloo 0.5 at 3 ranks: counts {big, 0, big} hang, {0, 1, 7} leave the
+// context so that every later collective is seconds slower). With a zero
+// count the v form runs Gloo's ring all-reduce over a copy of the whole
+// buffer and keeps this rank's block: twice the traffic, but Gloo's own code.
+template <typename T>
+void reduce_scatter_by_allreduce(vkt__gloo *g, const vkt__gloo_op *p,
+                                 const std::vector<int> &elems, size_t total)
+{
+    size_t off = 0;
+    for (int q = 0; q < g->rank; q++) off += (size_t)elems[(size_t)q];
+    if (g->scratch.size() < total * sizeof(T)) g->scratch.resize(total * sizeof(T));
+    T *buf = reinterpret_cast<T *>(g->scratch.data());
+    gloo::AllreduceOptions o(g->ctx);
+    o.setInput<T>(static_cast<T *>(const_cast<void *>(p->sendbuf)), total);
+    o.setOutput<T>(buf, total);
+    o.setAlgorithm(gloo::AllreduceOptions::Algorithm::RING);
+    o.setReduceFunction(reduce_func<T>(p->op));
+    o.setTag((uint32_t)p->seq);
+    o.setTimeout(g->timeout);
+    gloo::allreduce(o);
+    std::memmove(p->recvbuf, buf + off, (size_t)elems[(size_t)g->rank] * sizeof(T));
+}
+
 // Gloo's reduce-scatter is an old-style algorithm object: it reduces in place
-// in one buffer of size * count elements (int counts) and leaves this rank's
-// block at the front. Our sendbuf is const, so it works on a copy.
+// in one buffer of all the blocks (int counts) and leaves this rank's block at
+// the front. Our sendbuf is const, so it works on a copy. The v form passes
+// each rank's count; the plain one count for every rank.
 template <typename T> void reduce_scatter(vkt__gloo *g, const vkt__gloo_op *p)
 {
-    size_t total = p->count * (size_t)g->size, bytes = total * sizeof(T);
-    if (!g->rs || g->rs_count != p->count || g->rs_dtype != p->dtype || g->rs_op != p->op ||
+    std::vector<int> elems((size_t)g->size, (int)p->count);
+    size_t total = p->count * (size_t)g->size;
+    if (p->counts) {
+        total = p->count; // the v forms carry the sum
+        for (int q = 0; q < g->size; q++) elems[(size_t)q] = (int)p->counts[q];
+    }
+    size_t bytes = total * sizeof(T);
+    if (std::find(elems.begin(), elems.end(), 0) != elems.end())
+        return reduce_scatter_by_allreduce<T>(g, p, elems, total);
+    if (!g->rs || g->rs_elems != elems || g->rs_dtype != p->dtype || g->rs_op != p->op ||
         g->scratch.size() < bytes) {
         g->rs.reset();
         if (g->scratch.size() < bytes) g->scratch.resize(bytes);
         T *buf = reinterpret_cast<T *>(g->scratch.data());
-        std::vector<int> recv_elems((size_t)g->size, (int)p->count);
         g->rs.reset(new gloo::ReduceScatterHalvingDoubling<T>(
-            g->ctx, std::vector<T *>{buf}, (int)total, recv_elems, reduction<T>(p->op)));
-        g->rs_count = p->count;
+            g->ctx, std::vector<T *>{buf}, (int)total, elems, reduction<T>(p->op)));
+        g->rs_elems = elems;
         g->rs_dtype = p->dtype;
         g->rs_op = p->op;
     }
     std::memcpy(g->scratch.data(), p->sendbuf, bytes);
     g->rs->run();
-    std::memmove(p->recvbuf, g->scratch.data(), p->count * sizeof(T));
+    std::memmove(p->recvbuf, g->scratch.data(), (size_t)elems[(size_t)g->rank] * sizeof(T));
+}
+
+// Gloo's reduce needs an output on every rank (scratch off the root).
+template <typename T> void reduce(vkt__gloo *g, const vkt__gloo_op *p)
+{
+    gloo::ReduceOptions o(g->ctx);
+    T *out = static_cast<T *>(p->recvbuf);
+    if (g->rank != p->root) {
+        if (g->scratch.size() < p->count * sizeof(T)) g->scratch.resize(p->count * sizeof(T));
+        out = reinterpret_cast<T *>(g->scratch.data());
+    }
+    if (p->sendbuf != out) o.setInput<T>(static_cast<T *>(const_cast<void *>(p->sendbuf)), p->count);
+    o.setOutput<T>(out, p->count);
+    o.setRoot(p->root);
+    o.setReduceFunction(reduce_func<T>(p->op));
+    o.setTag((uint32_t)p->seq);
+    o.setTimeout(g->timeout);
+    gloo::reduce(o);
+}
+
+void allgatherv(vkt__gloo *g, const vkt__gloo_op *p, size_t es)
+{
+    gloo::AllgathervOptions o(g->ctx);
+    std::vector<size_t> bytes((size_t)g->size);
+    size_t off = 0;
+    for (int q = 0; q < g->size; q++) {
+        bytes[(size_t)q] = p->counts[q] * es;
+        if (q < g->rank) off += bytes[(size_t)q];
+    }
+    char *mine = static_cast<char *>(p->recvbuf) + off;
+    if (p->sendbuf != mine)
+        o.setInput<char>(static_cast<char *>(const_cast<void *>(p->sendbuf)),
+                         bytes[(size_t)g->rank]);
+    o.setOutput<char>(static_cast<char *>(p->recvbuf), bytes);
+    o.setTag((uint32_t)p->seq);
+    o.setTimeout(g->timeout);
+    gloo::allgatherv(o);
+}
+
+// Point-to-point on Gloo's unbound buffers. Slots are per ordered pair and
+// message number, under a prefix none of Gloo's collectives use.
+constexpr uint8_t kP2PSlotPrefix = 0x70;
+
+void send_recv(vkt__gloo *g, const vkt__gloo_op *p, size_t es)
+{
+    size_t bytes = p->count * es;
+    char zero = 0; // Gloo wants a buffer even for an empty message
+    void *ptr = bytes ? (p->kind == VKT_GLOO_SEND ? const_cast<void *>(p->sendbuf) : p->recvbuf)
+                      : &zero;
+    auto buf = g->ctx->createUnboundBuffer(ptr, bytes);
+    size_t q = (size_t)p->root;
+    bool done;
+    if (p->kind == VKT_GLOO_SEND) {
+        buf->send(p->root, gloo::Slot::build(kP2PSlotPrefix, g->sent[q]++));
+        done = buf->waitSend(g->timeout);
+    } else {
+        buf->recv(p->root, gloo::Slot::build(kP2PSlotPrefix, g->recvd[q]++));
+        done = buf->waitRecv(g->timeout);
+    }
+    // false: the wait was aborted, and the buffer must not be trusted
+    if (!done)
+        throw gloo::IoException(p->kind == VKT_GLOO_SEND ? "gloo send aborted"
+                                                         : "gloo recv aborted");
 }
 
 void allgather(vkt__gloo *g, const vkt__gloo_op *p, size_t es)
@@ -257,6 +360,8 @@ template <typename T> void reduce_typed(vkt__gloo *g, const vkt__gloo_op *p)
 {
     if (p->kind == VKT_GLOO_ALLREDUCE)
         allreduce<T>(g, p);
+    else if (p->kind == VKT_GLOO_REDUCE)
+        reduce<T>(g, p);
     else
         reduce_scatter<T>(g, p);
 }
@@ -265,9 +370,11 @@ template <typename T> void reduce_typed(vkt__gloo *g, const vkt__gloo_op *p)
 void run_op(vkt__gloo *g, const vkt__gloo_op *p)
 {
     size_t es = vkt_dtype_size(p->dtype);
+    if (p->kind == VKT_GLOO_SEND || p->kind == VKT_GLOO_RECV) return send_recv(g, p, es);
     if (p->kind == VKT_GLOO_BARRIER || p->count == 0) // count 0 still synchronizes
         return barrier(g, (uint32_t)p->seq);
     if (p->kind == VKT_GLOO_ALLGATHER) return allgather(g, p, es);
+    if (p->kind == VKT_GLOO_ALLGATHERV) return allgatherv(g, p, es);
     if (p->kind == VKT_GLOO_BROADCAST) return broadcast(g, p, es);
     switch (p->dtype) {
     case VKT_DTYPE_F32: return reduce_typed<float>(g, p);
@@ -344,6 +451,13 @@ vkt_status vkt__gloo_create(vkt__store *s, int rank, int size, const char *host,
     g->rank = rank;
     g->size = size;
     g->timeout = std::chrono::milliseconds((long long)(timeout_s * 1000));
+    try {
+        g->sent.assign((size_t)size, 0);
+        g->recvd.assign((size_t)size, 0);
+    } catch (...) {
+        delete g;
+        return VKT_ERROR(VKT_ERR_NOMEM, "gloo: out of memory");
+    }
     vkt_status st = connect_mesh(g, s, host ? host : "127.0.0.1", timeout_s);
     if (st == VKT_OK) {
         try {
@@ -363,12 +477,15 @@ vkt_status vkt__gloo_create(vkt__store *s, int rank, int size, const char *host,
 vkt_status vkt__gloo_run(vkt__gloo *g, const vkt__gloo_op *p)
 {
     const char *name = kind_name(p->kind);
-    VKT_FAIL_IF(p->kind != VKT_GLOO_ALLGATHER && p->kind != VKT_GLOO_BROADCAST &&
-                    p->kind != VKT_GLOO_BARRIER && !vkt__gloo_reduces(p->dtype),
+    int reduces = p->kind == VKT_GLOO_ALLREDUCE || p->kind == VKT_GLOO_REDUCE_SCATTER ||
+                  p->kind == VKT_GLOO_REDUCE || p->kind == VKT_GLOO_REDUCE_SCATTERV;
+    VKT_FAIL_IF(reduces && !vkt__gloo_reduces(p->dtype),
                 VKT_ERR_UNSUPPORTED, "gloo %s: Gloo cannot reduce %s; use f32, f16, f64, i32 "
                 "or i64, or another backend", name, vkt_dtype_name(p->dtype));
     size_t limit = (size_t)INT32_MAX / vkt_dtype_size(p->dtype) / (size_t)g->size;
-    VKT_FAIL_IF(p->kind == VKT_GLOO_REDUCE_SCATTER && p->count > limit, VKT_ERR_UNSUPPORTED,
+    if (p->kind == VKT_GLOO_REDUCE_SCATTERV) limit *= (size_t)g->size; // count is the sum
+    VKT_FAIL_IF((p->kind == VKT_GLOO_REDUCE_SCATTER || p->kind == VKT_GLOO_REDUCE_SCATTERV) &&
+                    p->count > limit, VKT_ERR_UNSUPPORTED,
                 "gloo %s: Gloo's reduce-scatter counts bytes in an int; %zu elements per rank "
                 "is too many (at most %zu); use another backend", name, p->count, limit);
     try {
@@ -376,9 +493,14 @@ vkt_status vkt__gloo_run(vkt__gloo *g, const vkt__gloo_op *p)
     } catch (...) {
         return from_exception(g, name);
     }
-    if (p->op == VKT_REDOP_AVG && p->count && (p->kind == VKT_GLOO_ALLREDUCE ||
-                                               p->kind == VKT_GLOO_REDUCE_SCATTER))
-        vkt__scale_avg(p->recvbuf, p->count, p->dtype, g->size);
+    if (p->op == VKT_REDOP_AVG && p->count) { // Gloo has no average: SUM, then divide
+        if (p->kind == VKT_GLOO_ALLREDUCE || p->kind == VKT_GLOO_REDUCE_SCATTER)
+            vkt__scale_avg(p->recvbuf, p->count, p->dtype, g->size);
+        else if (p->kind == VKT_GLOO_REDUCE && g->rank == p->root)
+            vkt__scale_avg(p->recvbuf, p->count, p->dtype, g->size);
+        else if (p->kind == VKT_GLOO_REDUCE_SCATTERV)
+            vkt__scale_avg(p->recvbuf, p->counts[g->rank], p->dtype, g->size);
+    }
     return VKT_OK;
 }
 

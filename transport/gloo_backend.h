@@ -1,7 +1,8 @@
 /* The Gloo collective backend (gloo_backend.cc, or gloo_stub.c in builds
  * without libgloo-dev): a small C interface to a C++ shim that runs Gloo's
- * own algorithms (ring all-reduce, halving-doubling reduce-scatter, ring
- * all-gather, one-to-all broadcast, all-to-one barrier) over Gloo's TCP
+ * own algorithms (ring all-reduce, halving-doubling reduce-scatter and
+ * reduce-scatterv, ring all-gather, all-gatherv, one-to-all broadcast, reduce,
+ * all-to-one barrier, send/recv on unbound buffers) over Gloo's TCP
  * device. comm.c owns the queue, the sticky error and the flight record; this
  * backend only replaces vkt__ring_run. Not installed.
  *
@@ -30,7 +31,12 @@ typedef enum vkt__gloo_kind {
     VKT_GLOO_REDUCE_SCATTER,
     VKT_GLOO_ALLGATHER,
     VKT_GLOO_BROADCAST,
-    VKT_GLOO_BARRIER
+    VKT_GLOO_BARRIER,
+    VKT_GLOO_REDUCE,
+    VKT_GLOO_ALLGATHERV,
+    VKT_GLOO_REDUCE_SCATTERV,
+    VKT_GLOO_SEND,
+    VKT_GLOO_RECV
 } vkt__gloo_kind;
 
 /* One collective, with the meaning of the vkt_comm_* arguments: count is the
@@ -42,8 +48,9 @@ typedef struct vkt__gloo_op {
     size_t count;
     vkt_dtype dtype;
     vkt_redop op;
-    int root;
-    uint64_t seq; /* the comm's sequence number: Gloo's tag, and for messages */
+    int root;     /* broadcast/reduce: the root; send/recv: the peer */
+    uint64_t seq; /* the comm's collective number: Gloo's tag, and for messages */
+    const size_t *counts; /* the v forms: each rank's count (count is their sum) */
 } vkt__gloo_op;
 
 /* 1 when this build has the Gloo backend, else 0. */

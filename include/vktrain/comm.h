@@ -8,8 +8,10 @@
  * through a rendezvous store (a small key-value store: TCP, served by rank 0,
  * or a file store in a shared directory), exchange the addresses of their
  * point-to-point channels, and connect into a ring: rank r sends to r+1 over
- * shared memory when both run on one host, else over TCP. Collectives run ring
- * algorithms over those channels: asynchronous ones on the communicator's
+ * shared memory when both run on one host, else over TCP (optionally several
+ * sockets per link). Collectives run ring algorithms over those channels;
+ * small all-reduces (latency_bytes) and send/recv use direct links between
+ * rank pairs, made on first use. Asynchronous ones run on the communicator's
  * progress thread, a blocking one with nothing in flight directly on the
  * calling thread (saving two thread switches per call). Every wait sleeps in
  * poll(); nothing spins.
@@ -20,11 +22,16 @@
  *
  * Environment (read once per process): RANK, WORLD_SIZE, MASTER_ADDR,
  * MASTER_PORT, VKT_JOB_SECRET, VKT_JOB_SECRET_FILE, VKT_COMM_TIMEOUT_S,
- * VKT_COMM_CHUNK_BYTES, VKT_COMM_CHECKSUM; options set in vkt_comm_opts win.
+ * VKT_COMM_CHUNK_BYTES, VKT_COMM_CHECKSUM, VKT_COMM_LATENCY_BYTES,
+ * VKT_TCP_SOCKETS; options set in vkt_comm_opts win. For benchmarks only:
+ * VKT_COMM_DELAY_US (0..10^7; other values are ignored) sleeps that long
+ * before every frame a ring step sends, as a slow network would (the
+ * recursive-doubling path of small all-reduces is not delayed).
  *
  * Rules common to every collective below:
  *   - Collective: every rank of the communicator must call the same sequence of
- *     collectives with the same count, dtype, op and root. A mismatch is a
+ *     collectives with the same count (counts), dtype, op and root (send and
+ *     recv are not collective: see there). A mismatch is a
  *     usage error that is detected where it can be (frame lengths differ:
  *     VKT_ERR_CORRUPT) and otherwise gives wrong results.
  *   - Blocking: the synchronous form returns when this rank's part is done and
@@ -97,12 +104,16 @@ typedef enum vkt_comm_backend {
     VKT_COMM_BACKEND_SHM = 2,
     /* Gloo's own algorithms over Gloo's TCP device (libgloo, a C++ library
      * behind a small shim), for cross-checks and as the peer of benchmarks:
-     * ring all-reduce, halving-doubling reduce-scatter, ring all-gather,
-     * one-to-all broadcast, all-to-one barrier. Rendezvous goes through this
+     * ring all-reduce, halving-doubling reduce-scatter and reduce-scatterv
+     * (with a zero count: Gloo's all-reduce of the whole buffer, as Gloo's
+     * halving-doubling cannot take an empty block), ring all-gather,
+     * all-gatherv, reduce, one-to-all broadcast, all-to-one barrier,
+     * send/recv on Gloo's unbound buffers. Rendezvous goes through this
      * communicator's store (authenticated); Gloo's data connections are not
      * authenticated (Gloo has no such thing). dtypes: f32, f16, f64, i32, i64;
-     * bf16 all-gather and broadcast work (bytes only), bf16 all-reduce and
-     * reduce-scatter return VKT_ERR_UNSUPPORTED (Gloo has no bf16 arithmetic)
+     * bf16 all-gather(v), broadcast and send/recv work (bytes only), bf16
+     * all-reduce, reduce and reduce-scatter(v) return VKT_ERR_UNSUPPORTED (Gloo
+     * has no bf16 arithmetic)
      * without breaking the comm. AVG is SUM then a division; integer SUM
      * overflow is undefined (Gloo adds signed integers). Reduce-scatter is
      * limited to 2 GiB in all (Gloo counts bytes in an int). Gloo writes to
@@ -168,12 +179,23 @@ typedef struct vkt_comm_opts {
      * with a file store, the first non-loopback IPv4 address of this host's
      * name, else 127.0.0.1. */
     const char *listen_addr;
+    /* All-reduces of at most this many bytes use a latency-oriented algorithm
+     * (recursive doubling over direct links between rank pairs: ceil(log2 n)
+     * exchanges, plus one before and one after for ranks beyond the largest
+     * power of two, instead of the ring's 2(n-1) steps). 0: never. -1:
+     * $VKT_COMM_LATENCY_BYTES, else 32 KiB. Must be the same on every rank
+     * (checked). Ignored by backend gloo. */
+    int64_t latency_bytes;
+    /* TCP sockets per ring link; each chunk of a ring step is split across
+     * them (1..8). 0: $VKT_TCP_SOCKETS, else 1. Must be the same on every
+     * rank (checked). Shared-memory links and backend gloo ignore it. */
+    int tcp_sockets;
 } vkt_comm_opts;
 
 #define VKT_COMM_OPTS_INIT                                                          \
     {                                                                               \
         sizeof(vkt_comm_opts), -1, -1, NULL, -1, NULL, 0, 0.0,                      \
-            VKT_COMM_BACKEND_AUTO, 0, -1, NULL                                      \
+            VKT_COMM_BACKEND_AUTO, 0, -1, NULL, -1, 0                               \
     }
 
 /* Join a job: rendezvous through the store, connect the ring, and start this
@@ -238,7 +260,11 @@ VKT_API vkt_status vkt_comm_abort(vkt_comm *c);
 
 /* All-reduce: recvbuf[i] = op over ranks of sendbuf[i], on every rank.
  * sendbuf == recvbuf is the in-place form; other overlap is undefined. Any
- * count, including 0 and counts not divisible by world_size. */
+ * count, including 0 and counts not divisible by world_size. Up to
+ * latency_bytes (opts) it runs recursive doubling over direct links (the
+ * first such call opens them: one more connection per rank pair it uses),
+ * above that the ring (reduce-scatter, then all-gather); every rank gets the
+ * same bits either way. */
 VKT_API vkt_status vkt_comm_allreduce(vkt_comm *c, const void *sendbuf, void *recvbuf,
                                       size_t count, vkt_dtype dtype, vkt_redop op);
 
@@ -263,6 +289,51 @@ VKT_API vkt_status vkt_comm_broadcast(vkt_comm *c, void *buf, size_t count, vkt_
 /* Barrier: returns on a rank only after every rank has entered it. */
 VKT_API vkt_status vkt_comm_barrier(vkt_comm *c);
 
+/* Reduce: recvbuf[i] = op over ranks of sendbuf[i], on rank root only.
+ * recvbuf is only used on root (NULL elsewhere is fine). In place on root:
+ * sendbuf == recvbuf. Runs as a pipelined chain root+1 -> ... -> root (every
+ * link carries the buffer once); backend gloo runs gloo::reduce. */
+VKT_API vkt_status vkt_comm_reduce(vkt_comm *c, const void *sendbuf, void *recvbuf,
+                                   size_t count, vkt_dtype dtype, vkt_redop op, int root);
+
+/* All-gather with a count per rank: counts[q] (world_size entries) elements
+ * come from rank q; recvbuf holds them packed in rank order (rank q's block
+ * at counts[0] + ... + counts[q-1]) on every rank. sendbuf holds
+ * counts[rank] elements. counts must be the same on every rank; any entry
+ * may be 0. counts is borrowed for the call (the _async form copies it). In
+ * place: sendbuf == recvbuf + (offset of this rank's block). */
+VKT_API vkt_status vkt_comm_allgatherv(vkt_comm *c, const void *sendbuf, void *recvbuf,
+                                       const size_t *counts, vkt_dtype dtype);
+
+/* Reduce-scatter with a count per rank: sendbuf holds counts[0] + ... +
+ * counts[world_size-1] elements, packed in rank order; rank r receives in
+ * recvbuf (counts[r] elements) the reduction over ranks of block r. counts as
+ * for all-gatherv. sendbuf is not modified; in place: recvbuf == sendbuf +
+ * (offset of this rank's block). */
+VKT_API vkt_status vkt_comm_reduce_scatterv(vkt_comm *c, const void *sendbuf, void *recvbuf,
+                                            const size_t *counts, vkt_dtype dtype,
+                                            vkt_redop op);
+
+/* Point-to-point: send count elements of buf to rank peer, or receive them
+ * from it. Only the two ranks take part (not collective), peer != this rank.
+ * Ordered, not tagged: the k-th send from a to b matches the k-th recv on b
+ * from a, and the counts (in bytes) must agree (else VKT_ERR_CORRUPT). The
+ * link between the pair is made on first use (shm on one host, else tcp;
+ * authenticated like the ring) and kept until destroy.
+ *   Blocking: send returns once its data sits in the link's buffer (the
+ * socket or the 4 MiB shm ring) or has been received; a larger message waits
+ * for the receiver. Both are bounded by comm_timeout_s without progress
+ * (VKT_ERR_TIMEOUT naming the peer, e.g. one that never posts the recv).
+ *   Order: like every request they run in issue order on this rank, async
+ * ones too; so two ranks that both send a large message before receiving
+ * wait for each other until the deadline (as in MPI): let one side receive
+ * first. A program that interleaves send/recv with collectives differently on
+ * the two ranks is erroneous. Backend gloo: Gloo's unbound buffers. */
+VKT_API vkt_status vkt_comm_send(vkt_comm *c, const void *buf, size_t count, vkt_dtype dtype,
+                                 int peer);
+VKT_API vkt_status vkt_comm_recv(vkt_comm *c, void *buf, size_t count, vkt_dtype dtype,
+                                 int peer);
+
 /* Asynchronous forms: same arguments and rules as above; *req receives a
  * request (NULL on failure) that must be passed to vkt_comm_wait exactly once.
  * Argument errors are returned here; transfer errors by vkt_comm_wait. */
@@ -279,6 +350,20 @@ VKT_API vkt_status vkt_comm_allgather_async(vkt_comm *c, const void *sendbuf, vo
 VKT_API vkt_status vkt_comm_broadcast_async(vkt_comm *c, void *buf, size_t count,
                                             vkt_dtype dtype, int root, vkt_comm_req **req);
 VKT_API vkt_status vkt_comm_barrier_async(vkt_comm *c, vkt_comm_req **req);
+VKT_API vkt_status vkt_comm_reduce_async(vkt_comm *c, const void *sendbuf, void *recvbuf,
+                                         size_t count, vkt_dtype dtype, vkt_redop op, int root,
+                                         vkt_comm_req **req);
+VKT_API vkt_status vkt_comm_allgatherv_async(vkt_comm *c, const void *sendbuf, void *recvbuf,
+                                             const size_t *counts, vkt_dtype dtype,
+                                             vkt_comm_req **req);
+VKT_API vkt_status vkt_comm_reduce_scatterv_async(vkt_comm *c, const void *sendbuf,
+                                                  void *recvbuf, const size_t *counts,
+                                                  vkt_dtype dtype, vkt_redop op,
+                                                  vkt_comm_req **req);
+VKT_API vkt_status vkt_comm_send_async(vkt_comm *c, const void *buf, size_t count,
+                                       vkt_dtype dtype, int peer, vkt_comm_req **req);
+VKT_API vkt_status vkt_comm_recv_async(vkt_comm *c, void *buf, size_t count, vkt_dtype dtype,
+                                       int peer, vkt_comm_req **req);
 
 /* Block until req has finished, return its status, and free it. Bounded: a
  * request finishes (possibly with VKT_ERR_TIMEOUT) within comm_timeout_s of

@@ -167,11 +167,13 @@ static int chunk_body(int rank, int n, void *arg)
 {
     shared *sh = arg;
     vkt_comm_opts o = test_opts(rank, n, sh->store, TIMEOUT_S);
-    const char *what = sh->victim ? "checksum" : "chunk_bytes";
-    if (sh->victim) /* reused as the case number */
-        o.checksum = rank == 1;
-    else
-        o.chunk_bytes = rank == 1 ? 8192 : 4096;
+    static const char *const whats[] = {"chunk_bytes", "checksum", "latency_bytes",
+                                        "tcp_sockets"};
+    const char *what = whats[sh->victim]; /* victim: reused as the case number */
+    if (sh->victim == 0) o.chunk_bytes = rank == 1 ? 8192 : 4096;
+    if (sh->victim == 1) o.checksum = rank == 1;
+    if (sh->victim == 2) o.latency_bytes = rank == 1 ? 0 : 4096;
+    if (sh->victim == 3) o.tcp_sockets = rank + 1;
     vkt_comm *c = NULL;
     vkt_status st = vkt_comm_create(&o, &c);
     if (st != VKT_ERR_INVALID_USAGE || !strstr(vkt_last_error(), what))
@@ -183,7 +185,7 @@ static int chunk_body(int rank, int n, void *arg)
 static void test_mismatched_options(void **state)
 {
     (void)state;
-    for (int k = 0; k < 2; k++) { /* chunk_bytes, then checksum */
+    for (int k = 0; k < 4; k++) { /* chunk_bytes, checksum, latency_bytes, tcp_sockets */
         shared *sh = new_shared();
         void *srv = start_store(TEST_SECRET, sh->store, sizeof sh->store);
         sh->victim = k;
@@ -237,6 +239,49 @@ static void test_abort(void **state)
     munmap(sh, sizeof *sh);
 }
 
+/* send/recv are deadline-bounded: rank 1's second recv from rank 0 (which
+ * sends once, then nothing) and rank 2's recv from rank 0 (which never
+ * connects to it) fail with VKT_ERR_TIMEOUT naming rank 0 and the recv
+ * within comm_timeout_s, while rank 0 stays alive but silent. */
+static int p2p_body(int rank, int n, void *arg)
+{
+    shared *sh = arg;
+    vkt_comm_opts o = test_opts(rank, n, sh->store, TIMEOUT_S);
+    vkt_comm *c = NULL;
+    float v = 1.0f;
+    if (vkt_comm_create(&o, &c) != VKT_OK) return RANK_FAIL(rank, "create: %s", vkt_last_error());
+    int bad = 0;
+    if (rank == 0) {
+        if (vkt_comm_send(c, &v, 1, VKT_DTYPE_F32, 1) != VKT_OK)
+            bad = RANK_FAIL(rank, "send: %s", vkt_last_error());
+        vkt__sleep_ms((int)((TIMEOUT_S + SLACK_S + 1.0) * 1000)); /* silent, not dead */
+    } else {
+        if (rank == 1 && vkt_comm_recv(c, &v, 1, VKT_DTYPE_F32, 0) != VKT_OK)
+            bad = RANK_FAIL(rank, "first recv: %s", vkt_last_error());
+        double t0 = vkt__now();
+        vkt_status st = vkt_comm_recv(c, &v, 1, VKT_DTYPE_F32, 0);
+        double took = vkt__now() - t0;
+        const char *msg = vkt_last_error();
+        printf("rank %d: %s after %.2f s: %s\n", rank, vkt_status_name(st), took, msg);
+        if (st != VKT_ERR_TIMEOUT || took > TIMEOUT_S + SLACK_S || !strstr(msg, "recv #") ||
+            !strstr(msg, "rank 0"))
+            bad = RANK_FAIL(rank, "recv from a silent rank: %s after %.2f s: %s",
+                            vkt_status_name(st), took, msg);
+    }
+    vkt_comm_destroy(c);
+    return bad;
+}
+
+static void test_p2p_deadline(void **state)
+{
+    (void)state;
+    shared *sh = new_shared();
+    void *srv = start_store(TEST_SECRET, sh->store, sizeof sh->store);
+    assert_int_equal(run_ranks(3, p2p_body, sh, 30, NULL), 0);
+    stop_store(srv);
+    munmap(sh, sizeof *sh);
+}
+
 /* Only rank 0 of 3 starts: create fails in time instead of waiting forever. */
 static void test_missing_rank(void **state)
 {
@@ -265,6 +310,7 @@ int main(void)
         cmocka_unit_test(test_mismatched_options),
         cmocka_unit_test(test_abort),
         cmocka_unit_test(test_missing_rank),
+        cmocka_unit_test(test_p2p_deadline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

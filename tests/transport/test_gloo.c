@@ -164,6 +164,90 @@ static int broadcast_case(pair *p, size_t count, vkt_dtype t, int root)
     return check_both(p, "broadcast", 0, 0, count, t, want_root, root);
 }
 
+/* Out of place everywhere; NULL output off the root on tcp, Gloo gets one. */
+static int reduce_case(pair *p, size_t count, vkt_dtype t, vkt_redop op, int root)
+{
+    for (size_t j = 0; j < count; j++) tv_set(p->a, j, t, input(p->rank, j, t));
+    vkt_status st = vkt_comm_reduce(p->gloo, p->a, p->g, count, t, op, root);
+    if (st != VKT_OK) return failed(p, "gloo", "reduce", st);
+    for (size_t j = 0; j < count; j++) /* sendbuf is const: Gloo must not write it */
+        if (tv_get(p->a, j, t) != input(p->rank, j, t))
+            return RANK_FAIL(p->rank, "gloo reduce wrote its input at %zu", j);
+    st = vkt_comm_reduce(p->tcp, p->a, p->rank == root ? p->t : NULL, count, t, op, root);
+    if (st != VKT_OK) return failed(p, "tcp", "reduce", st);
+    if (p->rank != root) return 0;
+    char what[64];
+    snprintf(what, sizeof what, "reduce(%s, count %zu, root %d)", vkt_redop_name(op), count,
+             root);
+    return check_both(p, what, 0, 0, count, t, want_reduced, op);
+}
+
+/* Per-rank counts: 0/1/7 mixed, or a large block with a zero one. */
+static size_t v_counts(const pair *p, int pattern, size_t big, size_t *counts, size_t *displ)
+{
+    size_t off = 0;
+    for (int q = 0; q < p->n; q++) {
+        counts[q] = pattern == 0 ? (size_t)(q % 3 == 0 ? 0 : q % 3 == 1 ? 1 : 7)
+                                 : q == 1 ? 3 : big + (size_t)q;
+        displ[q] = off;
+        off += counts[q];
+    }
+    return off;
+}
+
+static double want_block(const pair *p, size_t j, vkt_dtype t, int q)
+{
+    (void)p;
+    return input(q, j, t);
+}
+
+static int allgatherv_case(pair *p, int pattern, size_t big, vkt_dtype t)
+{
+    size_t counts[8], displ[8], es = vkt_dtype_size(t), total = v_counts(p, pattern, big, counts, displ);
+    for (size_t j = 0; j < counts[p->rank]; j++) tv_set(p->a, j, t, input(p->rank, j, t));
+    memset(p->g, 0xee, total * es);
+    memset(p->t, 0xdd, total * es);
+    vkt_status st = vkt_comm_allgatherv(p->gloo, p->a, p->g, counts, t);
+    if (st != VKT_OK) return failed(p, "gloo", "allgatherv", st);
+    st = vkt_comm_allgatherv(p->tcp, p->a, p->t, counts, t);
+    if (st != VKT_OK) return failed(p, "tcp", "allgatherv", st);
+    int bad = 0;
+    for (int q = 0; q < p->n && !bad; q++)
+        bad = check_both(p, "allgatherv", displ[q], 0, counts[q], t, want_block, q);
+    return bad;
+}
+
+static int reduce_scatterv_case(pair *p, int pattern, size_t big, vkt_dtype t, vkt_redop op)
+{
+    size_t counts[8], displ[8], total = v_counts(p, pattern, big, counts, displ);
+    for (size_t j = 0; j < total; j++) tv_set(p->a, j, t, input(p->rank, j, t));
+    vkt_status st = vkt_comm_reduce_scatterv(p->gloo, p->a, p->g, counts, t, op);
+    if (st != VKT_OK) return failed(p, "gloo", "reduce_scatterv", st);
+    st = vkt_comm_reduce_scatterv(p->tcp, p->a, p->t, counts, t, op);
+    if (st != VKT_OK) return failed(p, "tcp", "reduce_scatterv", st);
+    char what[64];
+    snprintf(what, sizeof what, "reduce_scatterv(%s, pattern %d)", vkt_redop_name(op), pattern);
+    return check_both(p, what, 0, displ[p->rank], counts[p->rank], t, want_reduced, op);
+}
+
+/* Rank r sends to r+1 and receives from r-1; rank 0 receives first, so a
+ * message larger than any buffer still flows (the chain unwinds from 0). */
+static int sendrecv_case(pair *p, size_t count, vkt_dtype t)
+{
+    int to = (p->rank + 1) % p->n, from = (p->rank + p->n - 1) % p->n;
+    for (size_t j = 0; j < count; j++) tv_set(p->a, j, t, input(p->rank, j, t));
+    vkt_comm *cs[2] = {p->gloo, p->tcp};
+    char *out[2] = {p->g, p->t};
+    for (int i = 0; i < 2; i++) {
+        vkt_status st = VKT_OK;
+        if (p->rank == 0) st = vkt_comm_recv(cs[i], out[i], count, t, from);
+        if (st == VKT_OK) st = vkt_comm_send(cs[i], p->a, count, t, to);
+        if (st == VKT_OK && p->rank != 0) st = vkt_comm_recv(cs[i], out[i], count, t, from);
+        if (st != VKT_OK) return failed(p, i ? "tcp" : "gloo", "send/recv", st);
+    }
+    return check_both(p, "recv", 0, 0, count, t, want_root, from);
+}
+
 /* Gloo cannot reduce bf16: refused up front, and the comm keeps working.
  * bf16 all-gather and broadcast only move bytes. */
 static int bf16_case(pair *p)
@@ -215,11 +299,28 @@ static int run_all_cases(pair *p)
         const size_t bcs[] = {0, 1, 7, seg + 1};
         for (size_t c = 0; c < sizeof bcs / sizeof bcs[0]; c++)
             bad |= broadcast_case(p, bcs[c], t, (int)c % p->n);
+        for (int op = 0; op < VKT_REDOP_COUNT_; op++)
+            for (size_t c = 0; c < sizeof bcs / sizeof bcs[0]; c++)
+                bad |= reduce_case(p, bcs[c], t, op, (int)(c + (size_t)op) % p->n);
+        for (int pat = 0; pat < 2; pat++) {
+            bad |= allgatherv_case(p, pat, seg / 4, t);
+            for (int op = 0; op < VKT_REDOP_COUNT_; op++)
+                bad |= reduce_scatterv_case(p, pat, seg / 4, t, op);
+        }
+        if (p->n > 1) {
+            const size_t scs[] = {0, 1, 7, seg + 1};
+            for (size_t c = 0; c < sizeof scs / sizeof scs[0]; c++)
+                bad |= sendrecv_case(p, scs[c], t);
+        }
     }
     if (bad) return bad;
     bad |= bf16_case(p) | async_case(p);
     bad |= allreduce_case(p, BIG / 4 + 3, VKT_DTYPE_F32, VKT_REDOP_SUM, 0);
     bad |= allreduce_case(p, BIG / 8 + 1, VKT_DTYPE_F64, VKT_REDOP_AVG, 1);
+    bad |= reduce_case(p, BIG / 4 + 3, VKT_DTYPE_F32, VKT_REDOP_SUM, p->n - 1);
+    bad |= allgatherv_case(p, 1, BIG / 4 / (size_t)p->n, VKT_DTYPE_F32);
+    bad |= reduce_scatterv_case(p, 1, BIG / 4 / (size_t)p->n, VKT_DTYPE_F32, VKT_REDOP_SUM);
+    if (p->n > 1) bad |= sendrecv_case(p, (5u << 20) / 4 + 1, VKT_DTYPE_F32);
     for (int i = 0; i < 3 && !bad; i++)
         if (vkt_comm_barrier(p->gloo) != VKT_OK) bad |= failed(p, "gloo", "barrier", VKT_ERR_IO);
     return bad;
@@ -244,7 +345,7 @@ static int world_body(int rank, int n, void *arg)
     pair p = {NULL, NULL, rank, n, NULL, NULL, NULL, NULL};
     int bad = open_comm(rank, n, gr->gloo_store, VKT_COMM_BACKEND_GLOO, &p.gloo);
     if (!bad) bad = open_comm(rank, n, gr->tcp_store, VKT_COMM_BACKEND_TCP, &p.tcp);
-    size_t cap = BIG + (size_t)n * SEGMENT + 4096;
+    size_t cap = (5u << 20) + (size_t)n * SEGMENT + 4096;
     p.a = malloc(cap);
     p.b = malloc(cap);
     p.g = malloc(cap);

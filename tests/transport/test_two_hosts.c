@@ -3,7 +3,8 @@
  * namespaces), two ranks in each. With backend auto the ring 0 -> 1 -> 2 ->
  * 3 -> 0 must use shared memory inside a namespace (0 -> 1, 2 -> 3) and TCP
  * across the veth (1 -> 2, 3 -> 0), and all-reduce must be right. Rank 0
- * serves the store at 10.231.0.1. Needs root (CAP_SYS_ADMIN) and iproute2:
+ * serves the store at 10.231.0.1. Direct links follow the same rule: rank 3
+ * receives from rank 2 over shm and from rank 0 over tcp. Needs root (CAP_SYS_ADMIN) and iproute2:
  * without them the test FAILS, saying so; it never skips. The namespaces are
  * removed on every path, and leftovers of killed runs (dead pid in the name)
  * are removed at start. */
@@ -23,6 +24,7 @@
 
 #include <cmocka.h>
 
+#include "comm_int.h"
 #include "harness.h"
 #include "transport_int.h"
 
@@ -133,6 +135,31 @@ static int rank_body(int rank, int n, void *arg)
         else
             bad = check_sum(rank, n, x, counts[k], what);
     }
+    /* Direct links (the small all-reduces above already ran recursive
+     * doubling over them): rank 3 receives from rank 2 (same namespace: shm)
+     * and from rank 0 (across the veth: tcp), 1 MiB each. */
+    size_t pc = (1u << 20) / 4;
+    for (int from = 2; from >= 0 && !bad && x; from -= 2) {
+        vkt_status st;
+        if (rank != 3 && rank != from) continue;
+        if (rank == from) {
+            for (size_t j = 0; j < pc; j++) x[j] = (float)(j % 1000) + (float)from;
+            st = vkt_comm_send(c, x, pc, VKT_DTYPE_F32, 3);
+        } else {
+            st = vkt_comm_recv(c, x, pc, VKT_DTYPE_F32, from);
+            for (size_t j = 0; j < pc && st == VKT_OK && !bad; j++)
+                if (x[j] != (float)(j % 1000) + (float)from)
+                    bad = RANK_FAIL(rank, "recv from rank %d: element %zu is %g", from, j, x[j]);
+        }
+        if (st != VKT_OK) bad = RANK_FAIL(rank, "send/recv with rank %d: %s", from,
+                                          vkt_last_error());
+    }
+    if (!bad && rank == 3 && /* white box: the kinds of the direct links */
+        (strcmp(c->p2p_from[2]->ops->name, "shm") || strcmp(c->p2p_from[0]->ops->name, "tcp")))
+        bad = RANK_FAIL(rank, "direct links from ranks 2/0 are %s/%s, expected shm/tcp",
+                        c->p2p_from[2]->ops->name, c->p2p_from[0]->ops->name);
+    if (!bad && vkt_comm_barrier(c) != VKT_OK)
+        bad = RANK_FAIL(rank, "barrier: %s", vkt_last_error());
     if (!x) bad = RANK_FAIL(rank, "malloc");
     if (!bad) printf("rank %d (namespace %c): link %s, all-reduce right\n", rank,
                      "ab"[rank / 2], vkt_comm_link(c));
