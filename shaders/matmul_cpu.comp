@@ -1,16 +1,23 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// matmul, CPU-device family (lavapipe): C[M,N] (+)= op(A) · op(B), fp32.
+#ifdef BIG
+#extension GL_KHR_shader_subgroup_ballot : require
+#endif
+// matmul, CPU-device family (lavapipe): C[M,N] (+)= op(A) · op(B), fp32
+// accumulation over f32, f16 or bf16 storage (DTYPE_*).
 // Bindings, push constants and LAYOUT: see include/matmul_common.glsl;
-// bindings 1 and 2 are also read as vec4[] when AVEC4 / BVEC4 are set.
+// bindings 1 and 2 are also read as 4-element vectors when AVEC4 / BVEC4
+// are set (vec4, f16vec4 or u16vec4 by DTYPE_*).
 // Spec constants: 0 = W, invocations per workgroup (8 = one SIMD vector of
 //   lavapipe); 1 = LAYOUT; 2 = AVEC4, 3 = BVEC4: 1 when the 4 values of A
 //   (of B) that one vec4 load reads are one aligned vec4 (the launcher checks
 //   the run length and the view's first element and batch stride mod 4),
 //   else 0: four scalar loads, correct for any shape and offset.
-// Defines: R, rows per workgroup (8, 16, 32, 64 or 128); CV, vec4 column
-//   groups per invocation (1, 2, 4, 8 or 16). One table row per (R, CV);
-//   the table has r16c4 only for now (see src/ops/matmul.c for why).
+// Defines: DTYPE_F32 / DTYPE_F16 / DTYPE_BF16; R, rows per workgroup (8,
+//   16, 32, 64 or 128); CV, vec4 column groups per invocation (1, 2, 4, 8 or
+//   16); BIG (R >= 32), the variant for aligned products described below.
+//   One table row per (dtype, R, CV, BIG); src/ops/matmul.c says which
+//   tiles are used and why.
 // Grid: x = ceil(N / (4·CV·W)), y = ceil(M / R), z = batch.
 //
 // Why this shape (shared/notes/lavapipe-performance.md, and measured here on
@@ -23,14 +30,51 @@
 // of a workgroup share the R rows; each owns 4·CV adjacent columns. The
 // loops over the tile are unrolled by the preprocessor (lavapipe keeps an
 // array indexed by loop counters in scratch memory). No shared memory.
+//
+// BIG requires AVEC4 = BVEC4 = 1, K % 4 == 0, N % 4 == 0 and C's view and
+// batch stride at multiples of 4 elements, a subgroup of at least W = 8
+// lanes, and R >= 32 (the launcher checks). Then:
+//  - lane l loads rows 8j + l of A (TN: 4-row groups 8j + l) and every lane
+//    takes row r from lane r % 8 with subgroupBroadcast (a constant lane is
+//    a register extract on lavapipe): R / 8 loads of A instead of R;
+//  - no K tail;
+//  - C is stored as whole 4-vectors from a rolled loop over groups of 8
+//    rows, shifting the accumulators up after each group. Unrolled stores
+//    of all R·CV vectors, each a loop over the lanes with its guard and
+//    accumulate load, made LLVM take minutes on the big tiles; the rolled
+//    loop holds 8·CV of them and costs seconds.
 #include "matmul_common.glsl"
 
 layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 layout(constant_id = 2) const uint AVEC4 = 0;
 layout(constant_id = 3) const uint BVEC4 = 0;
 
-layout(set = 0, binding = 1) readonly buffer A4buf { vec4 a4_data[]; };
-layout(set = 0, binding = 2) readonly buffer B4buf { vec4 b4_data[]; };
+// 4 stored elements, their fp32 values, and back (rounding as dtype.glsl).
+#if defined(DTYPE_F32)
+#define STORE4_T vec4
+vec4 to_f32v(vec4 x) { return x; }
+#elif defined(DTYPE_F16)
+#define STORE4_T f16vec4
+vec4 to_f32v(f16vec4 x) { return vec4(x); }
+#else
+#define STORE4_T u16vec4
+vec4 to_f32v(u16vec4 x) { return uintBitsToFloat(uvec4(x) << 16u); }
+#endif
+
+#if defined(DTYPE_F32)
+vec4 from_f32v(vec4 x) { return x; }
+#elif defined(DTYPE_F16)
+f16vec4 from_f32v(vec4 x) { return f16vec4(x); }
+#else
+u16vec4 from_f32v(vec4 x)
+{
+    return u16vec4(from_f32(x.x), from_f32(x.y), from_f32(x.z), from_f32(x.w));
+}
+#endif
+
+layout(set = 0, binding = 0) buffer C4buf { STORE4_T c4_data[]; };
+layout(set = 0, binding = 1) readonly buffer A4buf { STORE4_T a4_data[]; };
+layout(set = 0, binding = 2) readonly buffer B4buf { STORE4_T b4_data[]; };
 
 #ifndef R
 #define R 16
@@ -74,13 +118,15 @@ layout(set = 0, binding = 2) readonly buffer B4buf { vec4 b4_data[]; };
 // 4 consecutive floats of a binding from element i (aligned when *VEC4).
 vec4 a_run(uint i)
 {
-    if (AVEC4 != 0u) return a4_data[i >> 2];
-    return vec4(a_data[i], a_data[i + 1u], a_data[i + 2u], a_data[i + 3u]);
+    if (AVEC4 != 0u) return to_f32v(a4_data[i >> 2]);
+    return vec4(to_f32(a_data[i]), to_f32(a_data[i + 1u]), to_f32(a_data[i + 2u]),
+                to_f32(a_data[i + 3u]));
 }
 vec4 b_run(uint i)
 {
-    if (BVEC4 != 0u) return b4_data[i >> 2];
-    return vec4(b_data[i], b_data[i + 1u], b_data[i + 2u], b_data[i + 3u]);
+    if (BVEC4 != 0u) return to_f32v(b4_data[i >> 2]);
+    return vec4(to_f32(b_data[i]), to_f32(b_data[i + 1u]), to_f32(b_data[i + 2u]),
+                to_f32(b_data[i + 3u]));
 }
 
 // op(A)[m0 + r, k0 .. k0+3] as a vec4 along k (k0 + 3 < K). Rows past M
@@ -97,19 +143,23 @@ vec4 a_k4(uint base, uint m0, uint r, uint k0)
 vec4 a_tn_group(uint base, uint m0, uint g, uint kk)
 {
     uint row = m0 + 4u * g;
-    if (AVEC4 != 0u) return a4_data[(base + kk * pc.m + min(row, pc.m - 4u)) >> 2];
+    if (AVEC4 != 0u) return to_f32v(a4_data[(base + kk * pc.m + min(row, pc.m - 4u)) >> 2]);
     uvec4 rows = min(uvec4(row) + uvec4(0u, 1u, 2u, 3u), uvec4(pc.m - 1u));
-    return vec4(a_data[base + kk * pc.m + rows.x], a_data[base + kk * pc.m + rows.y],
-                a_data[base + kk * pc.m + rows.z], a_data[base + kk * pc.m + rows.w]);
+    return vec4(to_f32(a_data[base + kk * pc.m + rows.x]),
+                to_f32(a_data[base + kk * pc.m + rows.y]),
+                to_f32(a_data[base + kk * pc.m + rows.z]),
+                to_f32(a_data[base + kk * pc.m + rows.w]));
 }
 
 // op(B)[k, c .. c+3] for NN/TN (B is [K,N]); columns past N are clamped.
 vec4 b_cols(uint base, uint kk, uint c)
 {
-    if (BVEC4 != 0u) return b4_data[(base + kk * pc.n + min(c, pc.n - 4u)) >> 2];
+    if (BVEC4 != 0u) return to_f32v(b4_data[(base + kk * pc.n + min(c, pc.n - 4u)) >> 2]);
     uvec4 cols = min(uvec4(c) + uvec4(0u, 1u, 2u, 3u), uvec4(pc.n - 1u));
-    return vec4(b_data[base + kk * pc.n + cols.x], b_data[base + kk * pc.n + cols.y],
-                b_data[base + kk * pc.n + cols.z], b_data[base + kk * pc.n + cols.w]);
+    return vec4(to_f32(b_data[base + kk * pc.n + cols.x]),
+                to_f32(b_data[base + kk * pc.n + cols.y]),
+                to_f32(b_data[base + kk * pc.n + cols.z]),
+                to_f32(b_data[base + kk * pc.n + cols.w]));
 }
 
 // NT (B is [N,K]): column c's values at k0 .. k0+3, a vec4 along k.
@@ -138,6 +188,20 @@ void store_row(uint cbase, uint row, uint c, vec4 v)
 #define FOR_GROUPS(X) X32(X, 0u)
 #endif
 
+// BIG: loads of A shared through the subgroup (see the header).
+#if R == 32
+#define FOR_A8(X) X4(X, 0u)
+#define FOR_TN32(X) X(0u)
+#elif R == 64
+#define FOR_A8(X) X8(X, 0u)
+#define FOR_TN32(X) X(0u) X(1u)
+#elif R == 128
+#define FOR_A8(X) X16(X, 0u)
+#define FOR_TN32(X) X4(X, 0u)
+#elif defined(BIG)
+#error "BIG needs R = 32, 64 or 128"
+#endif
+
 void main()
 {
     uint batch = gl_WorkGroupID.z + pc.group_z;
@@ -145,6 +209,9 @@ void main()
     uint c0 = ((gl_WorkGroupID.x + pc.group_x) * gl_WorkGroupSize.x + gl_LocalInvocationID.x) *
               (4u * CV);
     uint abase = a_base(batch), bbase = b_base(batch);
+#ifdef BIG
+    uint lane = gl_SubgroupInvocationID;
+#endif
 
     vec4 acc[R * CV]; // acc[r*CV + v] = C[m0 + r, c0 + 4v .. +3]
 #define INIT_V(r, v) acc[(r) * CV + (v)] = vec4(0.0);
@@ -190,10 +257,43 @@ void main()
         vec4 b[4 * CV];
         if (LAYOUT == LAYOUT_NT) { FOR_CV(LOAD_B_NT, 0u) }
         else { FOR_CV(LOAD_B_KN, 0u) }
+#ifdef BIG
+        if (LAYOUT == LAYOUT_TN) {
+            // lane l loads the 4-row groups 8j + l at k0 .. k0+3
+            vec4 ta0[R / 32], ta1[R / 32], ta2[R / 32], ta3[R / 32];
+#define LOAD_TN(j)                                                             \
+            ta0[j] = a_tn_group(abase, m0, 8u * (j) + lane, k0);               \
+            ta1[j] = a_tn_group(abase, m0, 8u * (j) + lane, k0 + 1u);          \
+            ta2[j] = a_tn_group(abase, m0, 8u * (j) + lane, k0 + 2u);          \
+            ta3[j] = a_tn_group(abase, m0, 8u * (j) + lane, k0 + 3u);
+#define GROUP_BC(g)                                                            \
+            {                                                                  \
+                vec4 t0 = subgroupBroadcast(ta0[(g) / 8u], (g) % 8u);          \
+                vec4 t1 = subgroupBroadcast(ta1[(g) / 8u], (g) % 8u);          \
+                vec4 t2 = subgroupBroadcast(ta2[(g) / 8u], (g) % 8u);          \
+                vec4 t3 = subgroupBroadcast(ta3[(g) / 8u], (g) % 8u);          \
+                { vec4 a = vec4(t0.x, t1.x, t2.x, t3.x); FOR_CV(FMA_V, (g) * 4u) }     \
+                { vec4 a = vec4(t0.y, t1.y, t2.y, t3.y); FOR_CV(FMA_V, (g) * 4u + 1u) } \
+                { vec4 a = vec4(t0.z, t1.z, t2.z, t3.z); FOR_CV(FMA_V, (g) * 4u + 2u) } \
+                { vec4 a = vec4(t0.w, t1.w, t2.w, t3.w); FOR_CV(FMA_V, (g) * 4u + 3u) } \
+            }
+            FOR_TN32(LOAD_TN)
+            FOR_GROUPS(GROUP_BC)
+        } else {
+            // lane l loads rows 8j + l; row r comes from lane r % 8
+            vec4 al[R / 8];
+#define LOAD_A8(j) al[j] = a_k4(abase, m0, 8u * (j) + lane, k0);
+#define ROW_BC(r) { vec4 a = subgroupBroadcast(al[(r) / 8u], (r) % 8u); FOR_CV(FMA_V, (r)) }
+            FOR_A8(LOAD_A8)
+            FOR_ROWS(ROW_BC)
+        }
+#else
         if (LAYOUT == LAYOUT_TN) { FOR_GROUPS(GROUP_K4) }
         else { FOR_ROWS(ROW_K4) }
+#endif
     }
 
+#ifndef BIG
     // K mod 4 tail, one k at a time with plain loads.
 #define LOAD_B1(r_, v)                                                         \
     b[v] = LAYOUT == LAYOUT_NT                                                 \
@@ -209,9 +309,34 @@ void main()
         FOR_CV(LOAD_B1, 0u)
         FOR_ROWS(ROW_K1)
     }
+#endif
 
     uint cbase = c_base(batch);
+#ifdef BIG
+    // Rows leave 8 at a time from the first 8·CV accumulators, then every
+    // row moves up 8 slots: a loop whose body stores 8·CV vectors, where
+    // unrolled stores of all R·CV (each a loop over the lanes) made the
+    // shader take minutes to compile. C's rows are whole 4-vectors here.
+#define STORE_VB(r, v)                                                         \
+    {                                                                          \
+        uint c_ = c0 + 4u * (v);                                               \
+        if (c_ < pc.n) {                                                       \
+            uint i_ = (cbase + row_ * pc.n + c_) >> 2;                         \
+            vec4 o_ = acc[(r) * CV + (v)];                                     \
+            if (pc.accumulate != 0u) o_ += to_f32v(c4_data[i_]);               \
+            c4_data[i_] = from_f32v(o_);                                       \
+        }                                                                      \
+    }
+#define STORE_ROWB(r) { uint row_ = m0 + rg * 8u + (r); if (row_ < pc.m) { FOR_CV(STORE_VB, (r)) } }
+#define SHIFT_V(r, v) acc[(r) * CV + (v)] = acc[min((r) + 8u, uint(R) - 1u) * CV + (v)];
+#define SHIFT_ROW(r) FOR_CV(SHIFT_V, (r))
+    [[dont_unroll]] for (uint rg = 0u; rg < uint(R) / 8u; rg++) {
+        X8(STORE_ROWB, 0u)
+        FOR_ROWS(SHIFT_ROW)
+    }
+#else
 #define STORE_V(r, v) store_row(cbase, m0 + (r), c0 + 4u * (v), acc[(r) * CV + (v)]);
 #define STORE_ROW(r) if (m0 + (r) < pc.m) { FOR_CV(STORE_V, (r)) }
     FOR_ROWS(STORE_ROW)
+#endif
 }

@@ -1,7 +1,9 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// matmul, GPU family: C[M,N] (+)= op(A) · op(B), fp32, classic shared-memory
-// tiling. Bindings, push constants and LAYOUT: see include/matmul_common.glsl.
+// matmul, GPU family: C[M,N] (+)= op(A) · op(B), classic shared-memory
+// tiling, fp32 accumulation over f32, f16 or bf16 storage (DTYPE_*; the
+// tiles hold fp32). Bindings, push constants and LAYOUT: see
+// include/matmul_common.glsl.
 // Spec constants: 0 = workgroup size, must be 256 (16×16 threads); 1 = LAYOUT.
 // Grid: x = ceil(N / 64), y = ceil(M / 64), z = batch.
 //

@@ -1,22 +1,33 @@
 #!/usr/bin/env bash
 # The main job, from a bare machine: install what is missing (lean profile),
 # build, and run vktrain on the default device: the device listing, a GPU
-# kernel self-check, the dispatch benchmark, and a real (single-process)
-# training run of an MLP through the C API. Distributed training comes with
-# the engine and the launcher.
+# kernel self-check, the dispatch benchmark, a single-process training run
+# through the model API, then a real 2-rank data-parallel training run
+# through the engine (examples/train_ddp.c with examples/ds_config.json:
+# bf16, ZeRO-1, gradient accumulation), ranks meeting through a TCP store
+# with a fresh job secret.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-echo "== 1/5 setup"
+echo "== 1/6 setup"
 tools/setup.sh
-echo "== 2/5 build (CMake preset 'default')"
+echo "== 2/6 build (CMake preset 'default')"
 cmake --preset default -DVKT_BUILD_TESTS=OFF > /dev/null
 cmake --build --preset default | tail -n 1
 vkt=build/vktrain
-echo "== 3/5 devices"
+echo "== 3/6 devices"
 "$vkt" info
-echo "== 4/5 self-check and overhead on the default device"
+echo "== 4/6 self-check and overhead on the default device"
 "$vkt" selftest
 "$vkt" bench dispatch --reps 101
-echo "== 5/5 training an MLP on a synthetic task (examples/train_mlp.c)"
+echo "== 5/6 training an MLP in one process (examples/train_mlp.c)"
 build/examples/train_mlp 300
+echo "== 6/6 training with 2 ranks: DDP + ZeRO-1 in bf16 (examples/train_ddp.c)"
+export VKT_JOB_SECRET="demo-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+export MASTER_ADDR=127.0.0.1 MASTER_PORT=$((29500 + RANDOM % 1000)) WORLD_SIZE=2
+RANK=1 build/examples/train_ddp examples/ds_config.json 200 > /tmp/vktrain-demo-rank1.log 2>&1 &
+rank1=$!
+status=0
+RANK=0 build/examples/train_ddp examples/ds_config.json 200 || status=$?
+wait "$rank1" || { status=1; echo "rank 1 failed:"; cat /tmp/vktrain-demo-rank1.log; }
+((status == 0)) || { echo "demo: the 2-rank training failed" >&2; exit 1; }
 echo "demo: done"

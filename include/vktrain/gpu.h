@@ -78,6 +78,7 @@ typedef struct vkt_device_caps {
     uint32_t subgroup_min_size; /* with subgroup size control, else = subgroup_size */
     uint32_t subgroup_max_size;
     bool subgroup_arithmetic; /* subgroupAdd etc. in compute shaders */
+    bool subgroup_ballot;     /* subgroupBroadcast etc. in compute shaders */
     uint32_t max_shared_memory; /* bytes per workgroup */
     uint32_t max_workgroup_invocations;
     uint32_t max_workgroup_size[3];

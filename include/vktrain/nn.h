@@ -106,7 +106,9 @@ VKT_API vkt_status vkt_model_param_info(const vkt_model *m, uint32_t i, vkt_para
 VKT_API uint64_t vkt_model_num_params(const vkt_model *m);
 
 /* Parameters (fp32 master weights; setting them also sets the f16/bf16
- * compute copy) and gradients (converted to fp32) as one dense
+ * compute copy; VKT_ERR_INVALID_USAGE from get while an engine has sharded
+ * the master weights across ranks: use vkt_engine_get_params) and
+ * gradients (converted to fp32) as one dense
  * array of vkt_model_num_params floats in state_dict order, padding
  * removed. Blocking. */
 VKT_API vkt_status vkt_model_get_params(vkt_model *m, float *out);
@@ -162,18 +164,22 @@ VKT_API vkt_status vkt_model_set_loss_scale(vkt_model *m, float scale);
  * signal a timeline semaphore. */
 VKT_API uint64_t vkt_model_flat_size(const vkt_model *m);
 VKT_API vkt_status vkt_model_set_grad_buckets(vkt_model *m, uint32_t n, const uint64_t *ends);
-/* After a forward: segments of its backward, and the segment (0-based, in
- * submit order) at whose end bucket i is final. */
+/* After vkt_model_backward_submit (or vkt_model_backward): the number of
+ * segments of that backward, and the segment (0-based, in submit order) at
+ * whose end bucket i is final. */
 VKT_API uint32_t vkt_model_backward_segments(const vkt_model *m);
 VKT_API uint32_t vkt_model_bucket_segment(const vkt_model *m, uint32_t bucket);
 /* Submit the backward of the last forward without waiting: segment k
- * signals tl (may be NULL) with base + k + 1 when it completes. Wait with
- * vkt_timeline_wait or vkt_model_backward_wait. */
+ * signals tl (may be NULL) with base + k + 1 when it completes; at most
+ * (number of buckets + 1) segments. Wait with vkt_timeline_wait or
+ * vkt_model_backward_wait. The next forward, zero_grad, step, grad_sumsq
+ * or get_grads waits for it first (the backward still reads the batch). */
 VKT_API vkt_status vkt_model_backward_submit(vkt_model *m, vkt_timeline *tl, uint64_t base);
 VKT_API vkt_status vkt_model_backward_wait(vkt_model *m);
 
-/* Σ g² over all accumulated gradients, as stored (still multiplied by the
- * loss scale), summed on the device in fp32 and on the host in double.
+/* Σ g² over the accumulated gradients (all of them; under the engine's
+ * ZeRO, this rank's shard), as stored (still multiplied by the loss scale),
+ * summed on the device in fp32 and on the host in double.
  * Not finite when any gradient is Inf or NaN: the fp16 overflow check.
  * For clipping by global norm: norm = sqrt(sumsq) / loss_scale. Blocking. */
 VKT_API vkt_status vkt_model_grad_sumsq(vkt_model *m, double *out);

@@ -4,7 +4,9 @@
 
 #include "vktrain/alloc.h"
 #include "vktrain/comm.h"
+#include "vktrain/config.h"
 #include "vktrain/dtype.h"
+#include "vktrain/engine.h"
 #include "vktrain/gpu.h"
 #include "vktrain/nn.h"
 #include "vktrain/scaler.h"

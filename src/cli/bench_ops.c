@@ -56,13 +56,17 @@ static void fill(float *v, size_t n, unsigned seed)
     for (size_t i = 0; i < n; i++) v[i] = (float)((i * 2654435761u + seed) % 1000) / 500.0f - 1.0f;
 }
 
-static vkt_status gpu_matmul(bench *b, uint32_t n, vkt_matmul_layout layout, double *median)
+static vkt_status gpu_matmul(bench *b, uint32_t n, vkt_matmul_layout layout, vkt_dtype t,
+                             double *median)
 {
-    uint64_t bytes = (uint64_t)n * n * 4;
+    uint64_t bytes = (uint64_t)n * n * vkt_dtype_size(t);
     vkt_buffer *a = NULL, *bb = NULL, *c = NULL;
     vkt_stream *s = NULL;
-    float *host = malloc(bytes);
-    fill(host, (size_t)n * n, 1);
+    float *vals = malloc((size_t)n * n * 4);
+    void *host = malloc(bytes);
+    fill(vals, (size_t)n * n, 1);
+    vkt__dtype_from_f32(t, host, vals, (size_t)n * n);
+    free(vals);
     vkt_status st = vkt_buffer_create(b->dev, VKT_MEMORY_DEVICE, bytes, &a);
     if (st == VKT_OK) st = vkt_buffer_create(b->dev, VKT_MEMORY_DEVICE, bytes, &bb);
     if (st == VKT_OK) st = vkt_buffer_create(b->dev, VKT_MEMORY_DEVICE, bytes, &c);
@@ -70,7 +74,7 @@ static vkt_status gpu_matmul(bench *b, uint32_t n, vkt_matmul_layout layout, dou
     if (st == VKT_OK) st = vkt_buffer_upload(bb, 0, host, bytes);
     if (st == VKT_OK) st = vkt_stream_create(b->dev, &s);
     vkt_matmul_args m = {.c = {c, 0}, .a = {a, 0}, .b = {bb, 0}, .m = n, .n = n, .k = n,
-                         .layout = layout};
+                         .layout = layout, .t = t};
     if (st == VKT_OK) st = vkt_stream_begin(s);
     if (st == VKT_OK) st = vkt_op_matmul(b->ops, s, &m);
     if (st == VKT_OK) st = vkt_stream_end(s);
@@ -108,13 +112,21 @@ static double blas_matmul(uint32_t n, vkt_matmul_layout layout, int reps)
 #endif
 }
 
+/* One shape and layout in every training dtype the device stores, then
+ * the fp32 OpenBLAS reference (the 16-bit products are compared with it
+ * too: OpenBLAS has no portable f16 GEMM). */
 static vkt_status bench_matmul(bench *b, uint32_t n, vkt_matmul_layout layout)
 {
     static const char *names[] = {"matmul_nn", "matmul_tn", "matmul_nt"};
+    static const vkt_dtype dtypes[] = {VKT_DTYPE_F32, VKT_DTYPE_F16, VKT_DTYPE_BF16};
     double flops = 2.0 * n * n * n, med;
-    VKT_CHECK(gpu_matmul(b, n, layout, &med));
-    const char *dev = vkt_device_get_caps(b->dev)->name;
-    add(b, (record){names[layout], "f32", dev, "gflops", {n, n, n}, 3, med, flops / med * 1e-9});
+    const vkt_device_caps *caps = vkt_device_get_caps(b->dev);
+    for (int i = 0; i < 3; i++) {
+        if (dtypes[i] != VKT_DTYPE_F32 && !caps->storage_16bit) continue;
+        VKT_CHECK(gpu_matmul(b, n, layout, dtypes[i], &med));
+        add(b, (record){names[layout], vkt_dtype_name(dtypes[i]), caps->name, "gflops",
+                        {n, n, n}, 3, med, flops / med * 1e-9});
+    }
     double ref = blas_matmul(n, layout, b->reps);
     if (ref > 0)
         add(b, (record){names[layout], "f32", "openblas-1t", "gflops", {n, n, n}, 3, ref,
@@ -187,6 +199,24 @@ static vkt_status bench_adam(bench *b, uint32_t n)
     return st;
 }
 
+static bool is_ref(const record *r)
+{
+    return !strcmp(r->device, "openblas-1t") || !strcmp(r->device, "c-loop");
+}
+
+/* The reference record that follows record i's group: same op and shape. */
+static const record *find_ref(const bench *b, int i)
+{
+    const record *r = &b->recs[i];
+    if (is_ref(r)) return NULL;
+    for (int j = i + 1; j < b->nrecs; j++) {
+        const record *q = &b->recs[j];
+        if (strcmp(q->op, r->op) || memcmp(q->shape, r->shape, sizeof r->shape)) return NULL;
+        if (is_ref(q)) return q;
+    }
+    return NULL;
+}
+
 static void print_table(const bench *b)
 {
     printf("%-10s %-5s %-18s %-38s %12s %10s %8s\n", "op", "dtype", "shape", "device",
@@ -197,12 +227,9 @@ static void print_table(const bench *b)
         for (int d = 0; d < r->ndim; d++)
             snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%u", d ? "x" : "",
                      r->shape[d]);
-        const record *ref = i + 1 < b->nrecs && !strcmp(b->recs[i + 1].op, r->op) &&
-                                    !memcmp(b->recs[i + 1].shape, r->shape, sizeof r->shape)
-                                ? &b->recs[i + 1]
-                                : NULL;
+        const record *ref = find_ref(b, i);
         char ratio[16] = "";
-        if (ref && strcmp(r->device, ref->device))
+        if (ref)
             snprintf(ratio, sizeof ratio, "%.3fx", r->rate / ref->rate);
         printf("%-10s %-5s %-18s %-38.38s %12.3f %7.2f %s %8s\n", r->op, r->dtype, shape,
                r->device, r->median_s * 1e3, r->rate, !strcmp(r->unit, "gflops") ? "GF/s" : "GB/s",
@@ -235,8 +262,9 @@ static int usage(FILE *f, int code)
                "bytes moved per parameter) of the kernel family the device uses (VKT_KERNELS=\n"
                "cpu|gpu forces one), each followed by a reference measured in the same run on\n"
                "the host: OpenBLAS sgemm on one thread ('openblas-1t') and a plain C loop\n"
-               "('c-loop'). Defaults: matmul at 256, 512, 1024 (NN; NT and TN at the largest),\n"
-               "adam at 16M parameters.\n");
+               "('c-loop'). matmul runs in f32, f16 and bf16 (A, B, C of that dtype, fp32\n"
+               "accumulation); the ratio of each is to the fp32 sgemm. Defaults: matmul at\n"
+               "256, 512, 1024 (NN; NT and TN at the largest), adam at 16M parameters.\n");
     return code;
 }
 

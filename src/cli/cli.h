@@ -13,7 +13,12 @@ typedef int (*cli_fn)(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_bench_ops(int argc, char **argv); /* argv[0] is "ops" */
+int cmd_bench_overlap(int argc, char **argv); /* argv[0] is "overlap" */
+int cmd_bench_memory(int argc, char **argv);  /* argv[0] is "memory" */
 int cmd_selftest(int argc, char **argv);
+int cmd_ckpt(int argc, char **argv);
+int cmd_config(int argc, char **argv);
+int cmd_estimate(int argc, char **argv);
 
 /* Print "vktrain: <what>: <last error>" and return exit code 1. */
 int cli_fail(vkt_status st, const char *what);

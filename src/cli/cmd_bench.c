@@ -94,7 +94,9 @@ static int usage(FILE *f, int code)
     fprintf(f, "usage: vktrain bench dispatch [--device SEL] [--reps N] [--dispatches K] [--json]\n"
                "       vktrain bench ops [--op matmul|adam] [--size N] [--json]  (see --help)\n"
                "       vktrain bench comm [-n N] [--op allreduce] [--sizes 16M,64M] "
-               "[--backend auto,tcp,gloo] [--json]\n\n"
+               "[--backend auto,tcp,gloo] [--json]\n"
+               "       vktrain bench overlap [-n RANKS] [--steps N] [--delay-us D]\n"
+               "       vktrain bench memory [-n RANKS]\n\n"
                "Measures the fixed costs every kernel pays, as medians of N runs (default 201):\n"
                "  submit+wait   one pre-recorded command buffer with one empty dispatch\n"
                "  per dispatch  extra time per dispatch in a command buffer of K (default 100)\n"
@@ -128,9 +130,13 @@ int cmd_bench(int argc, char **argv)
         return usage(argc < 2 ? stderr : stdout, argc < 2 ? 2 : 0);
     if (!strcmp(argv[1], "ops")) return cmd_bench_ops(argc - 1, argv + 1);
     if (!strcmp(argv[1], "comm")) return bench_comm(argc - 1, argv + 1);
+#ifdef VKT_HAVE_ENGINE
+    if (!strcmp(argv[1], "overlap")) return cmd_bench_overlap(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "memory")) return cmd_bench_memory(argc - 1, argv + 1);
+#endif
     if (strcmp(argv[1], "dispatch"))
         return cli_usage_error("bench", "unknown benchmark '%s' (available: dispatch, ops, "
-                               "comm)", argv[1]);
+                               "comm, overlap, memory)", argv[1]);
     static const struct option opts[] = {
         {"device", required_argument, NULL, 'd'}, {"reps", required_argument, NULL, 'r'},
         {"dispatches", required_argument, NULL, 'k'}, {"json", no_argument, NULL, 'j'},

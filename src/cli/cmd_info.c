@@ -38,8 +38,9 @@ static void print_device(const vkt_device_caps *c)
            VKT_VK_VERSION_MAJOR(c->api_version), VKT_VK_VERSION_MINOR(c->api_version),
            VKT_VK_VERSION_PATCH(c->api_version), c->vendor_id, c->device_id);
     printf("    uuid            %s\n", uuid);
-    printf("    subgroup        %u (min %u, max %u), arithmetic %s\n", c->subgroup_size,
-           c->subgroup_min_size, c->subgroup_max_size, yn(c->subgroup_arithmetic));
+    printf("    subgroup        %u (min %u, max %u), arithmetic %s, ballot %s\n",
+           c->subgroup_size, c->subgroup_min_size, c->subgroup_max_size,
+           yn(c->subgroup_arithmetic), yn(c->subgroup_ballot));
     bytes(a, sizeof a, c->max_shared_memory);
     printf("    workgroup       %u invocations, %u x %u x %u; shared memory %s\n",
            c->max_workgroup_invocations, c->max_workgroup_size[0], c->max_workgroup_size[1],
@@ -87,9 +88,10 @@ static json_t *device_json(const vkt_device_caps *c)
     snprintf(api, sizeof api, "%u.%u.%u", VKT_VK_VERSION_MAJOR(c->api_version),
              VKT_VK_VERSION_MINOR(c->api_version), VKT_VK_VERSION_PATCH(c->api_version));
     json_object_set_new(o, "api_version", json_string(api));
-    json_object_set_new(o, "subgroup", json_pack("{s:I, s:I, s:I, s:b}", "size",
+    json_object_set_new(o, "subgroup", json_pack("{s:I, s:I, s:I, s:b, s:b}", "size",
         (json_int_t)c->subgroup_size, "min", (json_int_t)c->subgroup_min_size, "max",
-        (json_int_t)c->subgroup_max_size, "arithmetic", c->subgroup_arithmetic));
+        (json_int_t)c->subgroup_max_size, "arithmetic", c->subgroup_arithmetic, "ballot",
+        c->subgroup_ballot));
     json_object_set_new(o, "limits", json_pack(
         "{s:I, s:I, s:[I,I,I], s:[I,I,I], s:I, s:I, s:I, s:I}", "max_shared_memory",
         (json_int_t)c->max_shared_memory, "max_workgroup_invocations",

@@ -118,6 +118,8 @@ static void query_properties(VkPhysicalDevice pd, vkt_device_caps *c)
     c->subgroup_max_size = has_ssc && ssc.maxSubgroupSize ? ssc.maxSubgroupSize : sg.subgroupSize;
     c->subgroup_arithmetic = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                              (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+    c->subgroup_ballot = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                         (sg.supportedOperations & VK_SUBGROUP_FEATURE_BALLOT_BIT);
 }
 
 static void query_timestamps(VkPhysicalDevice pd, const VkPhysicalDeviceLimits *l,

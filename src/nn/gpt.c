@@ -17,8 +17,9 @@ static vkt_status check_opts(vkt_device *dev, const vkt_gpt_opts *o)
                 "gpt: vocab %u, context %u, layers %u, heads %u, channels %u: need vocab >= 2, "
                 "context >= 1, 1..256 layers and channels divisible by heads", o->vocab,
                 o->context, o->layers, o->heads, o->channels);
-    VKT_FAIL_IF(o->dtype != VKT_DTYPE_F32, VKT_ERR_UNSUPPORTED,
-                "gpt: compute dtype %s is not supported yet (matmul is f32 only); use f32",
+    VKT_FAIL_IF(o->dtype != VKT_DTYPE_F32 && o->dtype != VKT_DTYPE_F16 &&
+                    o->dtype != VKT_DTYPE_BF16,
+                VKT_ERR_INVALID_ARG, "gpt: compute dtype %s; use f32, f16 or bf16",
                 vkt_dtype_name(o->dtype));
     return VKT_OK;
 }

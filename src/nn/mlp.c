@@ -21,8 +21,9 @@ static vkt_status check_opts(vkt_device *dev, const vkt_mlp_opts *o)
                 "mlp: unknown loss %d", (int)o->loss);
     VKT_FAIL_IF(o->activation != VKT_ACTIVATION_RELU && o->activation != VKT_ACTIVATION_GELU,
                 VKT_ERR_INVALID_ARG, "mlp: unknown activation %d", (int)o->activation);
-    VKT_FAIL_IF(o->dtype != VKT_DTYPE_F32, VKT_ERR_UNSUPPORTED,
-                "mlp: compute dtype %s is not supported yet (matmul is f32 only); use f32",
+    VKT_FAIL_IF(o->dtype != VKT_DTYPE_F32 && o->dtype != VKT_DTYPE_F16 &&
+                    o->dtype != VKT_DTYPE_BF16,
+                VKT_ERR_INVALID_ARG, "mlp: compute dtype %s; use f32, f16 or bf16",
                 vkt_dtype_name(o->dtype));
     return VKT_OK;
 }

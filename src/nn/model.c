@@ -112,6 +112,7 @@ static vkt_status upload_as(vkt_buffer *buf, vkt_dtype t, const float *src, uint
 vkt_status vkt_model_forward(vkt_model *m, const vkt_batch *b, float *loss)
 {
     VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_forward: model is NULL");
+    VKT_CHECK(vkt_model_backward_wait(m)); /* it reads the inputs we overwrite */
     m->have_forward = false;
     VKT_CHECK(check_batch(m, b));
     uint32_t seq = m->gpt ? b->seq_len : 1;
@@ -182,6 +183,7 @@ vkt_status vkt_model_backward(vkt_model *m)
 vkt_status vkt_model_zero_grad(vkt_model *m)
 {
     VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_zero_grad: model is NULL");
+    VKT_CHECK(vkt_model_backward_wait(m));
     if (!m->zero) VKT_CHECK(vkt__nn_record_zero(m));
     return vkt_stream_run(m->zero);
 }
@@ -195,9 +197,9 @@ void vkt_model_memory_report(const vkt_model *m, vkt_model_memory *out)
     }
     uint64_t es = vkt_dtype_size(m->dtype);
     *out = (vkt_model_memory){
-        .params = m->padded * 4 + (m->copy != m->master ? m->padded * es : 0),
+        .params = m->master_len * 4 + (m->copy != m->master ? m->padded * es : 0),
         .grads = m->padded * es,
-        .optimizer = (m->opt_m ? m->padded * 4 : 0) + (m->opt_v ? m->padded * 4 : 0),
+        .optimizer = ((m->opt_m ? 1 : 0) + (m->opt_v ? 1 : 0)) * (m->shard_hi - m->shard_lo) * 4,
         .activations_planned = m->arena_bytes,
         .activations_naive = m->arena_naive,
     };

@@ -101,7 +101,15 @@ struct vkt_model {
     char (*param_names)[48]; /* copies that stay put while the graph grows */
     uint32_t nparams;
     uint64_t numel, padded; /* real and padded element counts */
+    /* The optimizer updates (and Σg² covers) [shard_lo, shard_hi) of the
+     * flat buffers; its state holds that range only. Whole by default;
+     * ZeRO gives each rank its part (vkt__nn_set_shard). */
+    uint64_t shard_lo, shard_hi;
     vkt_buffer *master, *copy, *grads; /* copy == master for f32 */
+    /* master holds flat elements [master_lo, master_lo + master_len): all
+     * of them, or for an f16/bf16 model under ZeRO only this rank's shard
+     * (the compute copy stays whole). */
+    uint64_t master_lo, master_len;
     vkt_buffer *opt_m, *opt_v, *hyper;
     vkt_optim_opts opt;  /* what opt_stream was recorded with (lr aside) */
     bool opt_recorded;   /* opt_stream holds a complete recording of opt */
@@ -153,6 +161,20 @@ vkt_status vkt__nn_loss_node(vkt_model *m, uint32_t pred, uint32_t b);
 vkt_status vkt__nn_record_forward(vkt_model *m);
 vkt_status vkt__nn_record_backward(vkt_model *m, uint64_t den);
 vkt_status vkt__nn_record_zero(vkt_model *m);
+
+/* params.c: set the master weights (the part this rank holds) and the
+ * compute copy from a padded flat fp32 array, which is destroyed
+ * (converted in place). */
+vkt_status vkt__nn_set_master_flat(vkt_model *m, float *w);
+/* params.c: between a dense state_dict-order array and the padded layout. */
+void vkt__nn_dense_padded(const vkt_model *m, float *dense, float *pad, bool to_dense);
+/* step.c: create the optimizer's state (zeroed) for opts if missing, so a
+ * checkpoint can fill it before the first step. */
+vkt_status vkt__nn_optim_prepare(vkt_model *m, const vkt_optim_opts *o);
+/* step.c: the range this rank's optimizer owns; before the first step.
+ * With shard_master (f16/bf16 models only), the fp32 master weights shrink
+ * to that range too. */
+vkt_status vkt__nn_set_shard(vkt_model *m, uint64_t lo, uint64_t hi, bool shard_master);
 
 /* buckets.c: where backward segments end (seg_end[node], one per node) and
  * which segment finalises each bucket (sets m->nseg, m->bucket_seg). */

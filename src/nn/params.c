@@ -35,10 +35,14 @@ vkt_status vkt__nn_params_layout(vkt_model *m)
         m->numel += t->numel;
     }
     m->padded = at ? at : PARAM_ALIGN;
+    m->shard_lo = 0;
+    m->shard_hi = m->padded;
     m->param_names = vkt_calloc(m->nparams, sizeof *m->param_names);
     VKT_FAIL_IF(!m->param_names, VKT_ERR_NOMEM, "model: out of host memory");
     for (uint32_t i = 0; i < m->nparams; i++)
         memcpy(m->param_names[i], m->g.t[m->param_ids[i]].name, sizeof m->param_names[i]);
+    m->master_lo = 0;
+    m->master_len = m->padded;
     VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, m->padded * 4, &m->master));
     uint64_t es = vkt_dtype_size(m->dtype);
     if (m->dtype == VKT_DTYPE_F32) m->copy = m->master;
@@ -69,9 +73,9 @@ static float normal(uint64_t *s)
 
 /* Upload the padded fp32 array w (destroyed) as the master weights and, for
  * f16/bf16 models, as the compute copy rounded to that dtype. */
-static vkt_status upload_master(vkt_model *m, float *w)
+vkt_status vkt__nn_set_master_flat(vkt_model *m, float *w)
 {
-    VKT_CHECK(vkt_buffer_upload(m->master, 0, w, m->padded * 4));
+    VKT_CHECK(vkt_buffer_upload(m->master, 0, w + m->master_lo, m->master_len * 4));
     if (m->copy == m->master) return VKT_OK;
     vkt__dtype_from_f32(m->dtype, w, w, m->padded);
     return vkt_buffer_upload(m->copy, 0, w, m->padded * vkt_dtype_size(m->dtype));
@@ -97,7 +101,7 @@ vkt_status vkt__nn_params_init(vkt_model *m)
             }
         }
     }
-    vkt_status st = upload_master(m, w);
+    vkt_status st = vkt__nn_set_master_flat(m, w);
     vkt_free(w);
     if (st == VKT_OK) st = vkt_model_zero_grad(m);
     return st;
@@ -119,25 +123,35 @@ vkt_status vkt_model_param_info(const vkt_model *m, uint32_t i, vkt_param_info *
     return VKT_OK;
 }
 
+void vkt__nn_dense_padded(const vkt_model *m, float *dense, float *pad, bool to_dense)
+{
+    uint64_t at = 0;
+    for (uint32_t i = 0; i < m->nparams; i++) {
+        const nn_tensor *p = &m->g.t[m->param_ids[i]];
+        if (to_dense) memcpy(dense + at, pad + p->offset, p->numel * 4);
+        else memcpy(pad + p->offset, dense + at, p->numel * 4);
+        at += p->numel;
+    }
+}
+
 /* Copy between a dense fp32 host array and a padded buffer: the master
  * weights (fp32; writing them refreshes the compute copy) or the gradients
  * (in the compute dtype, converted). */
 static vkt_status transfer(vkt_model *m, vkt_buffer *buf, float *host, bool to_host)
 {
+    VKT_CHECK(vkt_model_backward_wait(m));
+    VKT_FAIL_IF(to_host && buf == m->master && m->master_lo + m->master_len != m->padded,
+                VKT_ERR_INVALID_USAGE,
+                "model: this rank holds only its shard of the fp32 master weights (ZeRO); "
+                "use vkt_engine_get_params");
     float *pad = vkt_calloc(m->padded, sizeof *pad);
     VKT_FAIL_IF(!pad, VKT_ERR_NOMEM, "model: out of host memory");
     vkt_dtype t = buf == m->grads ? m->dtype : VKT_DTYPE_F32;
     vkt_status st = VKT_OK;
     if (to_host) st = vkt_buffer_download(buf, 0, pad, m->padded * vkt_dtype_size(t));
     if (to_host && st == VKT_OK) vkt__dtype_to_f32(t, pad, pad, m->padded);
-    uint64_t at = 0;
-    for (uint32_t i = 0; i < m->nparams && st == VKT_OK; i++) {
-        const nn_tensor *t_ = &m->g.t[m->param_ids[i]];
-        if (to_host) memcpy(host + at, pad + t_->offset, t_->numel * 4);
-        else memcpy(pad + t_->offset, host + at, t_->numel * 4);
-        at += t_->numel;
-    }
-    if (!to_host && st == VKT_OK) st = upload_master(m, pad);
+    if (st == VKT_OK) vkt__nn_dense_padded(m, host, pad, to_host);
+    if (!to_host && st == VKT_OK) st = vkt__nn_set_master_flat(m, pad);
     vkt_free(pad);
     return st;
 }

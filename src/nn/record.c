@@ -53,7 +53,7 @@ static vkt_status linear_fwd(vkt_model *m, vkt_stream *s, const nn_node *n)
     /* y[B,out] = x[B,in] · W[out,in]ᵀ + b */
     vkt_matmul_args mm = {.c = view(m, n->out[0]), .a = view(m, n->in[0]),
                           .b = view(m, n->in[1]), .m = n->rows, .n = n->cout, .k = n->cin,
-                          .layout = VKT_MATMUL_NT};
+                          .layout = VKT_MATMUL_NT, .t = m->dtype};
     VKT_CHECK(vkt_op_matmul(m->ops, s, &mm));
     if (n->in[2] == VKT_NN_NONE) return VKT_OK;
     VKT_CHECK(vkt_stream_barrier(s));
@@ -70,13 +70,13 @@ static vkt_status linear_bwd(vkt_model *m, vkt_stream *s, const nn_node *n)
                                   n->cout));
     vkt_matmul_args dw = {.c = grad_view(m, n->in[1]), .a = dy, .b = view(m, n->in[0]),
                           .m = n->cout, .n = n->cin, .k = n->rows, .layout = VKT_MATMUL_TN,
-                          .accumulate = true};
+                          .accumulate = true, .t = m->dtype};
     VKT_CHECK(vkt_op_matmul(m->ops, s, &dw));
     if (m->g.t[n->in[0]].kind == T_INPUT) return VKT_OK; /* no gradient for the data */
     /* dx[B,in] += dy[B,out] · W[out,in] */
     vkt_matmul_args dx = {.c = grad_view(m, n->in[0]), .a = dy, .b = view(m, n->in[1]),
                           .m = n->rows, .n = n->cin, .k = n->cout, .layout = VKT_MATMUL_NN,
-                          .accumulate = true};
+                          .accumulate = true, .t = m->dtype};
     return vkt_op_matmul(m->ops, s, &dx);
 }
 

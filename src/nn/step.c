@@ -29,7 +29,7 @@ static vkt_status check_opts(const vkt_optim_opts *o)
  * are made before either is kept, so a failure leaves none half-made. */
 static vkt_status make_state(vkt_model *m, const vkt_optim_opts *o)
 {
-    uint64_t bytes = m->padded * 4;
+    uint64_t bytes = (m->shard_hi - m->shard_lo) * 4;
     bool adam = o->type != VKT_OPTIM_SGD;
     if (!m->hyper) VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_HOST, 16, &m->hyper));
     if (m->opt_m || (!adam && o->momentum == 0)) return VKT_OK;
@@ -52,22 +52,36 @@ static vkt_status make_state(vkt_model *m, const vkt_optim_opts *o)
     return VKT_OK;
 }
 
-/* The update of elements [at, at+n) of the flat buffers: one binding
- * window's worth, so models larger than a window work. */
+vkt_status vkt__nn_optim_prepare(vkt_model *m, const vkt_optim_opts *o)
+{
+    VKT_CHECK(check_opts(o));
+    VKT_FAIL_IF(m->opt_step && m->opt.type != o->type, VKT_ERR_INVALID_USAGE,
+                "model: the optimizer type changed after step %llu; its state belongs to "
+                "the first type", (unsigned long long)m->opt_step);
+    if (!m->opt_stream) VKT_CHECK(vkt_stream_create(m->dev, &m->opt_stream));
+    VKT_CHECK(make_state(m, o));
+    m->opt.type = o->type;
+    return VKT_OK;
+}
+
+/* The update of elements [at, at+n) of the flat buffers: at most one
+ * binding window's worth, so models larger than a window work. The
+ * optimizer state covers the shard only: element at is its at - shard_lo. */
 static vkt_status record_window(vkt_model *m, const vkt_optim_opts *o, uint64_t at, uint64_t n)
 {
-    uint64_t es = vkt_dtype_size(m->dtype);
+    uint64_t es = vkt_dtype_size(m->dtype), st = (at - m->shard_lo) * 4;
+    uint64_t pa = (at - m->master_lo) * 4;
     vkt_tref copy = {m->copy != m->master ? m->copy : NULL, at * es};
     if (o->type == VKT_OPTIM_SGD) {
-        vkt_sgd_args a = {.params = {m->master, at * 4}, .grads = {m->grads, at * es},
-                          .momentum_buf = {m->opt_m, at * 4}, .copy = copy,
+        vkt_sgd_args a = {.params = {m->master, pa}, .grads = {m->grads, at * es},
+                          .momentum_buf = {m->opt_m, st}, .copy = copy,
                           .hyper = {m->hyper, 0}, .dtype = m->dtype, .n = n,
                           .momentum = o->momentum, .weight_decay = o->weight_decay,
                           .nesterov = o->nesterov};
         return vkt_op_sgd(m->ops, m->opt_stream, &a);
     }
-    vkt_adam_args a = {.params = {m->master, at * 4}, .grads = {m->grads, at * es},
-                       .m = {m->opt_m, at * 4}, .v = {m->opt_v, at * 4}, .copy = copy,
+    vkt_adam_args a = {.params = {m->master, pa}, .grads = {m->grads, at * es},
+                       .m = {m->opt_m, st}, .v = {m->opt_v, st}, .copy = copy,
                        .hyper = {m->hyper, 0}, .dtype = m->dtype, .n = n, .beta1 = o->beta1,
                        .beta2 = o->beta2, .eps = o->eps, .weight_decay = o->weight_decay,
                        .adamw = o->type == VKT_OPTIM_ADAMW};
@@ -79,8 +93,10 @@ static vkt_status record(vkt_model *m, const vkt_optim_opts *o)
     m->opt_recorded = false;
     VKT_CHECK(vkt_stream_begin(m->opt_stream));
     uint64_t w = vkt__nn_param_window(m);
-    for (uint64_t at = 0; at < m->padded; at += w)
-        VKT_CHECK(record_window(m, o, at, m->padded - at < w ? m->padded - at : w));
+    for (uint64_t at = m->shard_lo, next; at < m->shard_hi; at = next) {
+        next = (at / w + 1) * w < m->shard_hi ? (at / w + 1) * w : m->shard_hi;
+        VKT_CHECK(record_window(m, o, at, next - at));
+    }
     VKT_CHECK(vkt_stream_end(m->opt_stream));
     m->opt = *o;
     m->opt_recorded = true;
@@ -98,15 +114,12 @@ vkt_status vkt_model_step_scaled(vkt_model *m, const vkt_optim_opts *o, float lr
                                  float grad_scale)
 {
     VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_step: model is NULL");
+    VKT_CHECK(vkt_model_backward_wait(m));
     VKT_CHECK(check_opts(o));
     VKT_FAIL_IF(!isfinite(grad_scale) || grad_scale < 0, VKT_ERR_INVALID_ARG,
                 "vkt_model_step: grad_scale must be finite and >= 0 (got %g)",
                 (double)grad_scale);
-    VKT_FAIL_IF(m->opt_step && m->opt.type != o->type, VKT_ERR_INVALID_USAGE,
-                "vkt_model_step: the optimizer type changed after step %llu; its state "
-                "belongs to the first type", (unsigned long long)m->opt_step);
-    if (!m->opt_stream) VKT_CHECK(vkt_stream_create(m->dev, &m->opt_stream));
-    VKT_CHECK(make_state(m, o));
+    VKT_CHECK(vkt__nn_optim_prepare(m, o));
     if (!m->opt_recorded || !same_recording(&m->opt, o)) VKT_CHECK(record(m, o));
     float h[4];
     m->opt_step++;
@@ -128,18 +141,18 @@ static vkt_status record_sumsq(vkt_model *m, uint64_t w, uint32_t per, uint32_t 
 {
     uint64_t es = vkt_dtype_size(m->dtype);
     if (!m->sumsq_stream) VKT_CHECK(vkt_stream_create(m->dev, &m->sumsq_stream));
-    if (!m->sumsq_partials) {
-        uint64_t bytes = (uint64_t)per * windows * 4;
-        VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_HOST, bytes, &m->sumsq_partials));
-        memset(vkt_buffer_host_ptr(m->sumsq_partials), 0, bytes);
-    }
+    vkt_buffer_destroy(m->sumsq_partials);
+    uint64_t bytes = (uint64_t)per * windows * 4;
+    VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_HOST, bytes, &m->sumsq_partials));
+    memset(vkt_buffer_host_ptr(m->sumsq_partials), 0, bytes);
     VKT_CHECK(vkt_stream_begin(m->sumsq_stream));
     uint32_t k = 0;
-    for (uint64_t at = 0; at < m->padded; at += w, k++)
+    for (uint64_t at = m->shard_lo, next; at < m->shard_hi; at = next, k++) {
+        next = (at / w + 1) * w < m->shard_hi ? (at / w + 1) * w : m->shard_hi;
         VKT_CHECK(vkt_op_grad_sumsq(m->ops, m->sumsq_stream,
                                     (vkt_tref){m->sumsq_partials, (uint64_t)k * per * 4},
-                                    (vkt_tref){m->grads, at * es}, m->dtype,
-                                    m->padded - at < w ? m->padded - at : w, 1.0f));
+                                    (vkt_tref){m->grads, at * es}, m->dtype, next - at, 1.0f));
+    }
     VKT_CHECK(vkt_stream_end(m->sumsq_stream));
     m->sumsq_recorded = true;
     return VKT_OK;
@@ -148,14 +161,57 @@ static vkt_status record_sumsq(vkt_model *m, uint64_t w, uint32_t per, uint32_t 
 vkt_status vkt_model_grad_sumsq(vkt_model *m, double *out)
 {
     VKT_FAIL_IF(!m || !out, VKT_ERR_INVALID_ARG, "vkt_model_grad_sumsq: NULL argument");
+    VKT_CHECK(vkt_model_backward_wait(m));
     uint64_t w = vkt__nn_param_window(m);
     uint32_t per = vkt_op_grad_sumsq_partials(m->ops, w), windows = 0;
-    for (uint64_t at = 0; at < m->padded; at += w) windows++;
+    for (uint64_t at = m->shard_lo; at < m->shard_hi; at = (at / w + 1) * w) windows++;
     if (!m->sumsq_recorded) VKT_CHECK(record_sumsq(m, w, per, windows));
     VKT_CHECK(vkt_stream_run(m->sumsq_stream));
     const float *p = vkt_buffer_host_ptr(m->sumsq_partials);
     double sum = 0;
     for (uint64_t i = 0; i < (uint64_t)per * windows; i++) sum += p[i];
     *out = sum;
+    return VKT_OK;
+}
+
+/* Keep only [lo, hi) of the fp32 master weights. */
+static vkt_status shrink_master(vkt_model *m, uint64_t lo, uint64_t hi)
+{
+    vkt_buffer *b = NULL;
+    float *tmp = vkt_malloc((hi - lo) * 4);
+    vkt_status st = tmp ? VKT_OK : VKT_ERROR(VKT_ERR_NOMEM, "model: out of host memory");
+    if (st == VKT_OK) st = vkt_buffer_download(m->master, (lo - m->master_lo) * 4, tmp, (hi - lo) * 4);
+    if (st == VKT_OK) st = vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, (hi - lo) * 4, &b);
+    if (st == VKT_OK) st = vkt_buffer_upload(b, 0, tmp, (hi - lo) * 4);
+    vkt_free(tmp);
+    if (st != VKT_OK) {
+        vkt_buffer_destroy(b);
+        return st;
+    }
+    vkt_buffer_destroy(m->master);
+    m->master = b;
+    m->master_lo = lo;
+    m->master_len = hi - lo;
+    return VKT_OK;
+}
+
+vkt_status vkt__nn_set_shard(vkt_model *m, uint64_t lo, uint64_t hi, bool shard_master)
+{
+    VKT_FAIL_IF(lo >= hi || hi > m->padded, VKT_ERR_INVALID_ARG,
+                "model: shard [%llu, %llu) is not inside the flat buffer of %llu",
+                (unsigned long long)lo, (unsigned long long)hi, (unsigned long long)m->padded);
+    bool master_too = shard_master && m->copy != m->master &&
+                      (m->master_lo != lo || m->master_len != hi - lo);
+    if (lo == m->shard_lo && hi == m->shard_hi && !master_too) return VKT_OK;
+    VKT_FAIL_IF(m->opt_m || m->opt_step, VKT_ERR_INVALID_USAGE,
+                "model: the shard cannot change once the optimizer has state");
+    VKT_FAIL_IF(lo < m->master_lo || hi > m->master_lo + m->master_len, VKT_ERR_INVALID_USAGE,
+                "model: shard [%llu, %llu) is outside the master weights this model holds",
+                (unsigned long long)lo, (unsigned long long)hi);
+    if (master_too) VKT_CHECK(shrink_master(m, lo, hi));
+    m->shard_lo = lo;
+    m->shard_hi = hi;
+    m->opt_recorded = false;
+    m->sumsq_recorded = false;
     return VKT_OK;
 }

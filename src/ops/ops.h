@@ -9,8 +9,9 @@
 #include "ops/ops_int.h"
 
 /* ---- matmul ------------------------------------------------------------
- * C[M,N] = op(A) · op(B)   (or C += … with accumulate), fp32 accumulation,
- * all matrices row-major and dense:
+ * C[M,N] = op(A) · op(B)   (or C += … with accumulate), all matrices
+ * row-major and dense, A, B and C all of dtype t (f32, f16 or bf16; the
+ * zero value is f32), multiplied and accumulated in fp32, C rounded once:
  *   NN: A[M,K] · B[K,N]
  *   TN: Aᵀ · B with A stored [K,M]      (weight gradients: dW += dYᵀ · X)
  *   NT: A · Bᵀ with B stored [N,K]      (linear forward: Y = X · Wᵀ)
@@ -23,12 +24,13 @@ typedef enum vkt_matmul_layout {
 } vkt_matmul_layout;
 
 typedef struct vkt_matmul_args {
-    vkt_tref c, a, b; /* fp32 */
+    vkt_tref c, a, b; /* of dtype t */
     uint32_t m, n, k; /* each ≥ 1 */
     vkt_matmul_layout layout;
     bool accumulate;
     uint32_t batch; /* 0 or 1: a single product */
     uint64_t stride_a, stride_b, stride_c; /* elements between batch entries */
+    vkt_dtype t;                           /* of A, B and C; 0 = VKT_DTYPE_F32 */
 } vkt_matmul_args;
 
 vkt_status vkt_op_matmul(vkt_ops *ops, vkt_stream *s, const vkt_matmul_args *args);

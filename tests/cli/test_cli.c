@@ -152,13 +152,20 @@ static void test_bench_ops(void **state)
     rc = run(NULL, "bench ops --op matmul --size 64 --reps 2 --json");
     if (rc != 0) fail_msg("bench ops exited %d\n%s\n%s", rc, out, err);
     a = json_loads(out, 0, NULL);
-    assert_true(json_array_size(a) >= 3); /* NN, NT, TN on the device */
+    assert_true(json_array_size(a) >= 9); /* NN, NT, TN × 3 dtypes on the device */
     json_t *r0 = json_array_get(a, 0);
     assert_string_equal(json_string_value(json_object_get(r0, "op")), "matmul_nn");
     assert_int_equal(json_array_size(json_object_get(r0, "shape")), 3);
     assert_true(json_real_value(json_object_get(r0, "gflops")) > 0);
+    /* f32, f16, bf16 on the device, then (with OpenBLAS) the sgemm reference */
+    static const char *const dtypes[] = {"f32", "f16", "bf16"};
+    for (int i = 0; i < 3; i++) {
+        json_t *r = json_array_get(a, (size_t)i);
+        assert_string_equal(json_string_value(json_object_get(r, "op")), "matmul_nn");
+        assert_string_equal(json_string_value(json_object_get(r, "dtype")), dtypes[i]);
+    }
 #ifdef VKT_HAVE_OPENBLAS
-    assert_string_equal(json_string_value(json_object_get(json_array_get(a, 1), "device")),
+    assert_string_equal(json_string_value(json_object_get(json_array_get(a, 3), "device")),
                         "openblas-1t");
 #endif
     json_decref(a);
@@ -188,6 +195,107 @@ static void test_bench_comm(void **state)
     json_decref(a);
 }
 
+/* Write text to a fresh file under /tmp; returns its path (static buffer). */
+static const char *temp_config(const char *name, const char *text)
+{
+    static char path[128];
+    snprintf(path, sizeof path, "/tmp/vkt_cli_%d_%s", (int)getpid(), name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+/* config check: resolved table or JSON on stdout, warnings on stderr,
+ * exit 0 valid / 1 invalid / 2 usage. */
+static void test_config_check(void **state)
+{
+    (void)state;
+    char args[512];
+    const char *good = temp_config("good.json",
+        "{\"train_batch_size\": 32, \"gradient_accumulation_steps\": 2,\n"
+        " \"optimizer\": {\"type\": \"Adam\", \"params\": {\"lr\": 3e-4}},\n"
+        " \"zero_optimization\": {\"stage\": 2, \"stgae\": 3},\n"
+        " \"flops_profiler\": {\"enabled\": true}}\n");
+    snprintf(args, sizeof args, "config check '%s' --world 4", good);
+    int rc = run(NULL, args);
+    if (rc != 0) fail_msg("config check exited %d\n%s\n%s", rc, out, err);
+    assert_non_null(strstr(out, "valid for world size 4"));
+    assert_non_null(strstr(out, "32 = 4 per rank x 2 accumulation x 4 ranks"));
+    assert_non_null(strstr(out, "zero_optimization.stage"));
+    assert_non_null(strstr(out, "\"AdamW\"")); /* DeepSpeed's Adam is AdamW */
+    assert_non_null(strstr(err, "zero_optimization.stgae: unknown key"));
+    assert_non_null(strstr(err, "did you mean 'stage'"));
+    assert_non_null(strstr(err, "flops_profiler: not supported by vktrain"));
+    snprintf(args, sizeof args, "config check '%s' --world 2 --json", good);
+    assert_int_equal(run(NULL, args), 0);
+    json_t *o = json_loads(out, 0, NULL);
+    if (!o) fail_msg("config check --json is not JSON:\n%s", out);
+    assert_int_equal(json_integer_value(json_object_get(o, "train_micro_batch_size_per_gpu")), 8);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "zero_optimization"),
+                                                        "stage")), 2);
+    assert_int_equal(json_integer_value(json_object_get(o, "steps_per_print")), 10);
+    json_decref(o);
+    snprintf(args, sizeof args, "config check '%s' --world 3", good); /* 32 % (2*3) != 0 */
+    assert_int_equal(run(NULL, args), 1);
+    assert_non_null(strstr(err, "not a multiple"));
+    const char *bad = temp_config("bad.json", "{\"train_batch_size\": 8, \"zero_optimization\":"
+                                  " {\"offload_optimizer\": {\"device\": \"cpu\"}}}");
+    snprintf(args, sizeof args, "config check '%s'", bad);
+    assert_int_equal(run(NULL, args), 1);
+    assert_non_null(strstr(err, "zero_optimization.offload_optimizer"));
+    assert_non_null(strstr(err, "not supported by vktrain"));
+    const char *broken = temp_config("broken.json", "{\n  \"train_batch_size\": 8,\n  oops\n}");
+    snprintf(args, sizeof args, "config check '%s'", broken);
+    assert_int_equal(run(NULL, args), 1);
+    assert_non_null(strstr(err, "line 3"));
+    remove(broken);
+    assert_int_equal(run(NULL, "config check /nonexistent/ds.json"), 1);
+    assert_non_null(strstr(err, "/nonexistent/ds.json"));
+    assert_int_equal(run(NULL, "config check"), 2);
+    snprintf(args, sizeof args, "config check '%s' --world 0", good);
+    assert_int_equal(run(NULL, args), 2);
+    assert_int_equal(run(NULL, "config"), 2);
+    assert_int_equal(run(NULL, "config frob"), 2);
+    assert_int_equal(run(NULL, "config --help"), 0);
+    assert_non_null(strstr(out, "usage: vktrain config check"));
+    remove(good);
+    remove(bad);
+}
+
+/* estimate: DeepSpeed's 2 + 2 + 12 bytes per parameter, sharded by stage. */
+static void test_estimate(void **state)
+{
+    (void)state;
+    assert_int_equal(run(NULL, "estimate --params 1M --world 4 --json"), 0);
+    json_t *o = json_loads(out, 0, NULL);
+    if (!o) fail_msg("estimate --json is not JSON:\n%s", out);
+    assert_int_equal(json_integer_value(json_object_get(o, "stage0")), 16000000); /* 16 N */
+    assert_int_equal(json_integer_value(json_object_get(o, "stage1")), 7000000);  /* 4N + 12N/4 */
+    assert_int_equal(json_integer_value(json_object_get(o, "stage2")), 5500000);  /* 2N + 14N/4 */
+    assert_int_equal(json_integer_value(json_object_get(o, "stage3")), 4000000);  /* 16N/4 */
+    assert_int_equal(json_object_size(o), 4);
+    json_decref(o);
+    assert_int_equal(run(NULL, "estimate --params 1.5B --world 8 --json"), 0);
+    o = json_loads(out, 0, NULL);
+    assert_non_null(o);
+    assert_int_equal(json_integer_value(json_object_get(o, "stage0")), 24000000000LL);
+    assert_int_equal(json_integer_value(json_object_get(o, "stage1")), 8250000000LL);
+    assert_int_equal(json_integer_value(json_object_get(o, "stage2")), 5625000000LL);
+    assert_int_equal(json_integer_value(json_object_get(o, "stage3")), 3000000000LL);
+    json_decref(o);
+    assert_int_equal(run(NULL, "estimate --params 7B --world 64"), 0);
+    assert_non_null(strstr(out, "GiB"));
+    assert_non_null(strstr(out, "112000000000")); /* stage 0 in bytes */
+    assert_int_equal(run(NULL, "estimate --params 7B"), 2);
+    assert_int_equal(run(NULL, "estimate --params 0 --world 2"), 2);
+    assert_int_equal(run(NULL, "estimate --params 12Q --world 2"), 2);
+    assert_int_equal(run(NULL, "estimate --params 1M --world 2.5"), 2);
+    assert_int_equal(run(NULL, "estimate --help"), 0);
+    assert_non_null(strstr(out, "usage: vktrain estimate"));
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -200,6 +308,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_info_json),        cmocka_unit_test(test_selftest_validated),
         cmocka_unit_test(test_device_errors),    cmocka_unit_test(test_bench_dispatch),
         cmocka_unit_test(test_bench_ops),        cmocka_unit_test(test_bench_comm),
+        cmocka_unit_test(test_config_check),     cmocka_unit_test(test_estimate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -145,7 +145,7 @@ static void test_batch_sizes_and_errors(void **state)
     print_message("bad label: %s\n", vkt_last_error());
     vkt_model_destroy(m);
     o.dtype = VKT_DTYPE_I32;
-    assert_int_equal(vkt_model_create_mlp(dev, &o, &m), VKT_ERR_UNSUPPORTED);
+    assert_int_equal(vkt_model_create_mlp(dev, &o, &m), VKT_ERR_INVALID_ARG);
     assert_null(m);
 }
 

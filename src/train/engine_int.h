@@ -1,0 +1,64 @@
+/* The training engine's internals (see vktrain/engine.h). */
+#ifndef VKT_ENGINE_INT_H
+#define VKT_ENGINE_INT_H
+
+#include "nn/nn_int.h"
+#include "vktrain/engine.h"
+
+/* Outstanding collectives of one accumulation boundary: one per bucket. */
+#define VKT_ENGINE_MAX_BUCKETS 4096
+
+struct vkt_engine {
+    vkt_model *model;
+    vkt_comm *comm; /* NULL: one process */
+    vkt_config *cfg;
+    int rank, world;
+    uint32_t stage;    /* as updated: ZeRO's, or 1 for DDP across kinds of device */
+    bool mixed_devices;
+    vkt_optim_opts opt;
+    bool fp16;
+    vkt_loss_scaler scaler;
+    /* batches */
+    uint64_t micro_batch;   /* this rank's */
+    uint64_t micro_step;    /* micro-batches since the last boundary */
+    uint64_t global_steps, global_samples, sched_iter;
+    double grad_norm;
+    /* reporting: this rank's loss × samples since the last update */
+    double loss_sum, loss_samples, t_report;
+    uint64_t samples_report;
+    FILE *progress, *warn;
+    bool have_forward;
+    bool boundary_backward; /* the boundary micro-batch's backward ran */
+    /* ZeRO: this rank owns [shard_lo, shard_hi) of the flat buffers; the
+     * shards of all ranks (counts, in elements) tile the flat buffer. */
+    uint64_t shard_lo, shard_hi;
+    size_t *shard_counts;
+    /* gradient buckets over the flat buffer, and the reduction in flight */
+    uint32_t nbuckets;
+    uint64_t *bucket_ends;
+    vkt_comm_req **reqs;
+    size_t *bucket_counts; /* ZeRO-2: per bucket, world counts of its reduce-scatter */
+    bool sync_started;
+    vkt_timeline *timeline;
+    uint64_t timeline_base;
+    void *grads_host;  /* the gradient buffer mapped, or NULL (then staged) */
+    /* timeline of the last boundary's reduction (wall_clock_breakdown) */
+    bool timing;
+    double t0, backward_s;
+    vkt_bucket_timing *timings;
+    void *grads_stage; /* host copy of the gradients when not mapped */
+};
+
+/* engine_sync.c: gradient buckets and their reduction */
+vkt_status vkt__engine_buckets(vkt_engine *e);
+/* Backward of the boundary micro-batch with the reduction overlapped. */
+vkt_status vkt__engine_backward_sync(vkt_engine *e);
+/* Wait for the reduction; the gradients are then final (sum over ranks;
+ * under stage 2 only this rank's shard). */
+vkt_status vkt__engine_finish_sync(vkt_engine *e);
+/* Seconds on a monotonic clock. */
+double vkt__engine_now(void);
+/* All-gather the updated shards of buf (elements of dtype t). */
+vkt_status vkt__engine_gather(vkt_engine *e, vkt_buffer *buf, vkt_dtype t);
+
+#endif

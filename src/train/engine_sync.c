@@ -1,0 +1,222 @@
+/* Gradient reduction of the engine: buckets over the flat gradient buffer,
+ * each reduced as soon as the backward segment that finalises it is done.
+ *
+ * The calling thread submits every backward segment at once, then waits on
+ * the timeline semaphore for each segment in turn and hands its finished
+ * buckets to the transport (asynchronous collectives run on the transport's
+ * progress thread, which never touches Vulkan), so the reduction of the last
+ * layers overlaps the backward of the first ones. On devices whose gradient
+ * buffer the host cannot map (discrete GPUs) the gradients are downloaded
+ * after the backward and reduced without overlap (a staging copy per
+ * segment is future work). */
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+#include "train/engine_int.h"
+
+/* Buckets of reduce_bucket_size elements, cut on the flat buffer. Under
+ * ZeRO-2 a bucket is also cut where a shard ends, so its reduce-scatter
+ * gives each owner whole pieces. */
+vkt_status vkt__engine_buckets(vkt_engine *e)
+{
+    vkt_model *m = e->model;
+    uint64_t size = e->cfg->zero.reduce_bucket_size;
+    if (size < 64) size = 64;
+    uint64_t cap = m->padded / size + 2 + (uint64_t)e->world;
+    VKT_FAIL_IF(cap > VKT_ENGINE_MAX_BUCKETS, VKT_ERR_INVALID_ARG,
+                "zero_optimization.reduce_bucket_size = %llu makes more than %u buckets for "
+                "%llu parameters; use a larger bucket size",
+                (unsigned long long)e->cfg->zero.reduce_bucket_size, VKT_ENGINE_MAX_BUCKETS,
+                (unsigned long long)m->numel);
+    e->bucket_ends = vkt_malloc(cap * sizeof *e->bucket_ends);
+    e->reqs = vkt_calloc(cap, sizeof *e->reqs);
+    e->bucket_counts = vkt_calloc(cap * (uint64_t)e->world, sizeof *e->bucket_counts);
+    VKT_FAIL_IF(!e->bucket_ends || !e->reqs || !e->bucket_counts, VKT_ERR_NOMEM,
+                "engine: out of host memory");
+    uint32_t n = 0;
+    for (uint64_t at = 0; at < m->padded;) {
+        uint64_t end = at + size < m->padded ? at + size : m->padded;
+        if (e->stage == 2) /* do not cross a shard boundary */
+            for (uint64_t s = 0, lo = 0; s < (uint64_t)e->world; lo += e->shard_counts[s++])
+                if (lo > at && lo < end) end = lo;
+        e->bucket_ends[n++] = end;
+        at = end;
+    }
+    e->nbuckets = n;
+    VKT_CHECK(vkt_model_set_grad_buckets(m, n, e->bucket_ends));
+    e->timing = e->cfg->wall_clock_breakdown || vkt__env_int("VKT_ENGINE_TIMELINE", 0);
+    if (e->timing) {
+        e->timings = vkt_calloc(n, sizeof *e->timings);
+        VKT_FAIL_IF(!e->timings, VKT_ERR_NOMEM, "engine: out of host memory");
+        for (uint32_t b = 0; b < n; b++) {
+            e->timings[b].first = b ? e->bucket_ends[b - 1] : 0;
+            e->timings[b].count = e->bucket_ends[b] - e->timings[b].first;
+        }
+    }
+    e->grads_host = vkt_buffer_host_ptr(m->grads);
+    if (!e->grads_host) {
+        e->grads_stage = vkt_malloc(m->padded * vkt_dtype_size(m->dtype));
+        VKT_FAIL_IF(!e->grads_stage, VKT_ERR_NOMEM, "engine: out of host memory");
+    }
+    return vkt_timeline_create(m->dev, 0, &e->timeline);
+}
+
+/* Start bucket b's reduction on the host copy at base. */
+static vkt_status post_bucket(vkt_engine *e, char *base, uint32_t b)
+{
+    vkt_model *m = e->model;
+    uint64_t lo = b ? e->bucket_ends[b - 1] : 0, hi = e->bucket_ends[b];
+    size_t es = vkt_dtype_size(m->dtype);
+    char *p = base + lo * es;
+    if (e->stage < 2)
+        return vkt_comm_allreduce_async(e->comm, p, p, hi - lo, m->dtype, VKT_REDOP_SUM,
+                                        &e->reqs[b]);
+    /* ZeRO-2: each rank receives the sum of its part of the bucket. The
+     * counts stay alive until the request is waited for. */
+    size_t *counts = e->bucket_counts + (size_t)b * (size_t)e->world;
+    uint64_t slo = 0, mine = 0;
+    for (int r = 0; r < e->world; r++) {
+        uint64_t shi = slo + e->shard_counts[r];
+        uint64_t a = lo > slo ? lo : slo, z = hi < shi ? hi : shi;
+        counts[r] = z > a ? (size_t)(z - a) : 0;
+        if (r < e->rank) mine += counts[r];
+        slo = shi;
+    }
+    return vkt_comm_reduce_scatterv_async(e->comm, p, p + mine * es, counts, m->dtype,
+                                          VKT_REDOP_SUM, &e->reqs[b]);
+}
+
+static uint64_t timeout_ns(const vkt_engine *e)
+{
+    double s = e->cfg->comm_timeout_s > 0 ? e->cfg->comm_timeout_s : 300;
+    return (uint64_t)(s * 1e9);
+}
+
+double vkt__engine_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Timing only: note the reductions that have finished by now. */
+static void poll_done(vkt_engine *e)
+{
+    double now = vkt__engine_now() - e->t0;
+    for (uint32_t b = 0; b < e->nbuckets; b++) {
+        int done = 0;
+        if (e->reqs[b] && e->timings[b].end_s == 0 && vkt_comm_test(e->reqs[b], &done) == VKT_OK &&
+            done)
+            e->timings[b].end_s = now;
+    }
+}
+
+/* Wait for timeline value v. With timing on, wake every 100 µs to see
+ * which reductions finished meanwhile. */
+static vkt_status wait_segment(vkt_engine *e, uint64_t v)
+{
+    if (!e->timing) return vkt_timeline_wait(e->timeline, v, timeout_ns(e));
+    double end = vkt__engine_now() + (double)timeout_ns(e) * 1e-9;
+    for (;;) {
+        vkt_status st = vkt_timeline_wait(e->timeline, v, 100000);
+        poll_done(e);
+        if (st != VKT_ERR_TIMEOUT || vkt__engine_now() > end) return st;
+    }
+}
+
+vkt_status vkt__engine_backward_sync(vkt_engine *e)
+{
+    vkt_model *m = e->model;
+    if (!e->comm || e->world == 1) return vkt_model_backward(m);
+    e->t0 = vkt__engine_now();
+    if (e->timing)
+        for (uint32_t b = 0; b < e->nbuckets; b++) e->timings[b].ready_s = e->timings[b].end_s = 0;
+    if (!e->grads_host) {
+        /* Not mappable: backward, download, reduce from the host copy. */
+        VKT_CHECK(vkt_model_backward(m));
+        VKT_CHECK(vkt_buffer_download(m->grads, 0, e->grads_stage,
+                                      m->padded * vkt_dtype_size(m->dtype)));
+        e->sync_started = true;
+        e->backward_s = vkt__engine_now() - e->t0;
+        /* The same order as the mapped path below (segment by segment), so
+         * ranks of both kinds post the same collectives in the same order. */
+        for (uint32_t s = 0; s < vkt_model_backward_segments(m); s++)
+            for (uint32_t b = 0; b < e->nbuckets; b++) {
+                if (vkt_model_bucket_segment(m, b) != s) continue;
+                if (e->timing) e->timings[b].ready_s = e->backward_s;
+                VKT_CHECK(post_bucket(e, e->grads_stage, b));
+            }
+        return VKT_OK;
+    }
+    /* Values are never reused, even after a failed submit: move the base
+     * past every segment the model may signal first. */
+    uint64_t base = e->timeline_base;
+    e->timeline_base += e->nbuckets + 1;
+    VKT_CHECK(vkt_model_backward_submit(m, e->timeline, base));
+    uint32_t nseg = vkt_model_backward_segments(m);
+    e->sync_started = true;
+    for (uint32_t s = 0; s < nseg; s++) {
+        vkt_status st = wait_segment(e, base + s + 1);
+        if (st != VKT_OK) return vkt__error_context(st, "engine: backward segment %u", s);
+        double now = vkt__engine_now() - e->t0;
+        for (uint32_t b = 0; b < e->nbuckets; b++) {
+            if (vkt_model_bucket_segment(m, b) != s) continue;
+            if (e->timing) e->timings[b].ready_s = now;
+            VKT_CHECK(post_bucket(e, e->grads_host, b));
+        }
+    }
+    e->backward_s = vkt__engine_now() - e->t0;
+    return vkt_model_backward_wait(m);
+}
+
+vkt_status vkt__engine_finish_sync(vkt_engine *e)
+{
+    if (!e->sync_started) return VKT_OK;
+    e->sync_started = false;
+    vkt_status first = VKT_OK;
+    if (e->timing) { /* when did the rest finish? poll until all have */
+        bool all;
+        do {
+            poll_done(e);
+            all = true;
+            for (uint32_t b = 0; b < e->nbuckets; b++)
+                all = all && (!e->reqs[b] || e->timings[b].end_s > 0);
+            if (!all) nanosleep(&(struct timespec){0, 50000}, NULL);
+        } while (!all && vkt_comm_async_error(e->comm) == VKT_OK);
+    }
+    for (uint32_t b = 0; b < e->nbuckets; b++) {
+        if (!e->reqs[b]) continue;
+        vkt_status st = vkt_comm_wait(e->reqs[b]);
+        e->reqs[b] = NULL;
+        if (first == VKT_OK && st != VKT_OK) first = st;
+    }
+    if (first != VKT_OK) return vkt__error_context(first, "engine: gradient reduction");
+    vkt_model *m = e->model;
+    if (!e->grads_host)
+        VKT_CHECK(vkt_buffer_upload(m->grads, 0, e->grads_stage,
+                                    m->padded * vkt_dtype_size(m->dtype)));
+    return VKT_OK;
+}
+
+vkt_status vkt__engine_gather(vkt_engine *e, vkt_buffer *buf, vkt_dtype t)
+{
+    if (!e->comm || e->world == 1) return VKT_OK;
+    vkt_model *m = e->model;
+    size_t es = vkt_dtype_size(t), bytes = m->padded * es;
+    char *p = vkt_buffer_host_ptr(buf), *stage = NULL;
+    if (!p) {
+        stage = vkt_malloc(bytes);
+        VKT_FAIL_IF(!stage, VKT_ERR_NOMEM, "engine: out of host memory");
+        vkt_status st = vkt_buffer_download(buf, 0, stage, bytes);
+        if (st != VKT_OK) {
+            vkt_free(stage);
+            return st;
+        }
+        p = stage;
+    }
+    vkt_status st = vkt_comm_allgatherv(e->comm, p + e->shard_lo * es, p, e->shard_counts, t);
+    if (st == VKT_OK && stage) st = vkt_buffer_upload(buf, 0, stage, bytes);
+    vkt_free(stage);
+    return st == VKT_OK ? VKT_OK : vkt__error_context(st, "engine: parameter all-gather");
+}
