@@ -4,8 +4,7 @@
 # kernel self-check, the dispatch benchmark, a single-process training run
 # through the model API, then a real 2-rank data-parallel training run
 # through the engine (examples/train_ddp.c with examples/ds_config.json:
-# bf16, ZeRO-1, gradient accumulation), ranks meeting through a TCP store
-# with a fresh job secret.
+# bf16, ZeRO-1, gradient accumulation), started by `vktrain launch`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== 1/6 setup"
@@ -22,12 +21,7 @@ echo "== 4/6 self-check and overhead on the default device"
 echo "== 5/6 training an MLP in one process (examples/train_mlp.c)"
 build/examples/train_mlp 300
 echo "== 6/6 training with 2 ranks: DDP + ZeRO-1 in bf16 (examples/train_ddp.c)"
-export VKT_JOB_SECRET="demo-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-export MASTER_ADDR=127.0.0.1 MASTER_PORT=$((29500 + RANDOM % 1000)) WORLD_SIZE=2
-RANK=1 build/examples/train_ddp examples/ds_config.json 200 > /tmp/vktrain-demo-rank1.log 2>&1 &
-rank1=$!
-status=0
-RANK=0 build/examples/train_ddp examples/ds_config.json 200 || status=$?
-wait "$rank1" || { status=1; echo "rank 1 failed:"; cat /tmp/vktrain-demo-rank1.log; }
-((status == 0)) || { echo "demo: the 2-rank training failed" >&2; exit 1; }
+# vktrain launch starts the ranks with RANK, WORLD_SIZE, MASTER_ADDR/PORT and a
+# fresh job secret, prefixes their output, and stops all if one fails.
+"$vkt" launch -n 2 build/examples/train_ddp examples/ds_config.json 200
 echo "demo: done"

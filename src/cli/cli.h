@@ -19,6 +19,7 @@ int cmd_selftest(int argc, char **argv);
 int cmd_ckpt(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_estimate(int argc, char **argv);
+int cmd_launch(int argc, char **argv);
 
 /* Print "vktrain: <what>: <last error>" and return exit code 1. */
 int cli_fail(vkt_status st, const char *what);

@@ -13,7 +13,8 @@ typedef struct command {
 static const command commands[] = {
     {"info", cmd_info, "list Vulkan devices and their capabilities"},
     {"selftest", cmd_selftest, "run real kernels on a device and check them against C"},
-    {"bench", cmd_bench, "benchmarks: dispatch (fixed costs), ops (kernels vs. CPU), comm"},
+    {"launch", cmd_launch, "run N local ranks of a program (RANK, WORLD_SIZE, secret, ...)"},
+    {"bench", cmd_bench, "benchmarks: dispatch, ops, comm, overlap (DDP), memory (ZeRO)"},
     {"ckpt", cmd_ckpt, "checkpoints: info (and checksum verification), consolidate to fp32"},
     {"config", cmd_config, "check FILE: validate a DeepSpeed JSON config, print it resolved"},
     {"estimate", cmd_estimate, "model-state memory per rank for ZeRO stages 0-3"},

@@ -8,6 +8,7 @@ target_sources(vktrain_cli PRIVATE ${PROJECT_SOURCE_DIR}/src/cli/bench_ops.c)
 target_sources(vktrain_cli PRIVATE ${PROJECT_SOURCE_DIR}/src/cli/cmd_ckpt.c)
 target_sources(vktrain_cli PRIVATE ${PROJECT_SOURCE_DIR}/src/cli/cmd_config.c)
 target_sources(vktrain_cli PRIVATE ${PROJECT_SOURCE_DIR}/src/cli/cmd_estimate.c)
+target_sources(vktrain_cli PRIVATE ${PROJECT_SOURCE_DIR}/src/cli/cmd_launch.c)
 # The engine benchmark needs the engine, which needs the transport.
 if(TARGET vkt_transport_base)
   target_sources(vktrain_cli PRIVATE ${PROJECT_SOURCE_DIR}/src/cli/bench_engine.c)

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -24,6 +25,13 @@ static void slurp(const char *path, char *buf, size_t cap)
 }
 
 /* Run "vktrain <args>" with extra environment; returns the exit code. */
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static int run(const char *env, const char *args)
 {
     char cmd[1024];
@@ -296,6 +304,37 @@ static void test_estimate(void **state)
     assert_non_null(strstr(out, "usage: vktrain estimate"));
 }
 
+/* launch: ranks get their environment and prefixed output; a failing rank
+ * stops the others at once and is named; bad arguments are usage errors. */
+static void test_launch(void **state)
+{
+    (void)state;
+    int rc = run(NULL, "launch -n 4 -- sh -c 'echo \"r=$RANK l=$LOCAL_RANK w=$WORLD_SIZE "
+                       "m=$MASTER_ADDR s=${#VKT_JOB_SECRET}\"'");
+    if (rc != 0) fail_msg("launch exited %d\n%s\n%s", rc, out, err);
+    for (int r = 0; r < 4; r++) {
+        char want[96];
+        snprintf(want, sizeof want, "[rank %d] r=%d l=%d w=4 m=127.0.0.1 s=48\n", r, r, r);
+        if (!strstr(out, want)) fail_msg("missing '%s' in:\n%s", want, out);
+    }
+    /* --devices gives each rank its selector */
+    assert_int_equal(run(NULL, "launch -n 2 --devices a,b -- sh -c 'echo dev=$VKT_DEVICE'"), 0);
+    assert_non_null(strstr(out, "[rank 0] dev=a"));
+    assert_non_null(strstr(out, "[rank 1] dev=b"));
+    /* rank 1 fails while the others would sleep for a minute */
+    double t0 = now_s();
+    rc = run(NULL, "launch -n 3 -- sh -c 'if [ $RANK = 1 ]; then echo bye; exit 3; fi; "
+                   "sleep 60'");
+    assert_int_equal(rc, 1);
+    assert_true(now_s() - t0 < 20);
+    assert_non_null(strstr(out, "[rank 1] bye"));
+    assert_non_null(strstr(err, "rank 1 exited with status 3"));
+    assert_int_equal(run(NULL, "launch -n 0 -- true"), 2);
+    assert_int_equal(run(NULL, "launch -n 2"), 2);
+    assert_int_equal(run(NULL, "launch -n 2 -- /nonexistent/program"), 1);
+    assert_non_null(strstr(out, "cannot run /nonexistent/program"));
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -309,6 +348,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_device_errors),    cmocka_unit_test(test_bench_dispatch),
         cmocka_unit_test(test_bench_ops),        cmocka_unit_test(test_bench_comm),
         cmocka_unit_test(test_config_check),     cmocka_unit_test(test_estimate),
+        cmocka_unit_test(test_launch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
