@@ -107,18 +107,47 @@ static void remove_dir(const overlap_args *a)
     if (system(cmd) != 0) fprintf(stderr, "vktrain: could not remove %s\n", a->dir);
 }
 
+/* What one benchmark rank runs on: its device, communicator, a GPT and
+ * the engine over them. */
+typedef struct rank_env {
+    vkt_device *dev;
+    vkt_comm *comm;
+    vkt_model *m;
+    vkt_engine *e;
+} rank_env;
+
+static vkt_status rank_open(int rank, const overlap_args *a, int run, const vkt_gpt_opts *go,
+                            const char *json, rank_env *r)
+{
+    char store[96];
+    vkt_comm_opts co = rank_comm_opts(rank, a, run, store, sizeof store);
+    vkt_engine_opts eo = VKT_ENGINE_OPTS_INIT;
+    eo.config_json = json;
+    *r = (rank_env){0};
+    vkt_status st = vkt_device_create(NULL, &r->dev);
+    if (st == VKT_OK) st = vkt_comm_create(&co, &r->comm);
+    if (st == VKT_OK) st = vkt_model_create_gpt(r->dev, go, &r->m);
+    eo.model = r->m;
+    eo.comm = r->comm;
+    if (st == VKT_OK) st = vkt_engine_create(&eo, &r->e);
+    return st;
+}
+
+static void rank_close(rank_env *r)
+{
+    vkt_engine_destroy(r->e);
+    vkt_model_destroy(r->m);
+    vkt_comm_destroy(r->comm);
+    vkt_device_destroy(r->dev);
+}
+
 /* One rank: train, time, and (rank 0) write the result file. */
 static int overlap_rank(int rank, const overlap_args *a, int run)
 {
-    char delay[32], store[96], json[256];
+    char delay[32], json[256];
     snprintf(delay, sizeof delay, "%d", a->delay_us);
     setenv("VKT_COMM_DELAY_US", delay, 1);
     snprintf(json, sizeof json, config_json, 4 * a->world);
-    vkt_device *dev = NULL;
-    vkt_comm *comm = NULL;
-    vkt_model *m = NULL;
-    vkt_engine *e = NULL;
-    vkt_comm_opts co = rank_comm_opts(rank, a, run, store, sizeof store);
     vkt_gpt_opts go = VKT_GPT_OPTS_INIT;
     go.vocab = 512;
     go.context = 32;
@@ -126,14 +155,9 @@ static int overlap_rank(int rank, const overlap_args *a, int run)
     go.heads = 4;
     go.channels = 64;
     go.seed = 1;
-    vkt_engine_opts eo = VKT_ENGINE_OPTS_INIT;
-    eo.config_json = json;
-    vkt_status st = vkt_device_create(NULL, &dev);
-    if (st == VKT_OK) st = vkt_comm_create(&co, &comm);
-    if (st == VKT_OK) st = vkt_model_create_gpt(dev, &go, &m);
-    eo.model = m;
-    eo.comm = comm;
-    if (st == VKT_OK) st = vkt_engine_create(&eo, &e);
+    rank_env env;
+    vkt_status st = rank_open(rank, a, run, &go, json, &env);
+    vkt_engine *e = env.e;
     int32_t tok[4 * 32], lab[4 * 32];
     for (int i = 0; i < 4 * 32; i++) {
         tok[i] = (i * 7 + rank) % 512;
@@ -163,10 +187,7 @@ static int overlap_rank(int rank, const overlap_args *a, int run)
     free(step);
     free(bwd);
     if (st != VKT_OK) fprintf(stderr, "vktrain: bench overlap: rank %d: %s\n", rank, vkt_last_error());
-    vkt_engine_destroy(e);
-    vkt_model_destroy(m);
-    vkt_comm_destroy(comm);
-    vkt_device_destroy(dev);
+    rank_close(&env);
     if (st != VKT_OK) return 1;
     return rank == 0 ? write_result(a, run, &r, sizeof r) : 0;
 }
@@ -236,8 +257,7 @@ typedef struct memory_result {
 
 static int memory_rank(int rank, const overlap_args *a, int run)
 {
-    char store[96], json[256];
-    vkt_comm_opts co = rank_comm_opts(rank, a, run, store, sizeof store);
+    char json[256];
     snprintf(json, sizeof json,
              "{\"train_batch_size\": %d, \"fp16\": {\"enabled\": true},"
              " \"optimizer\": {\"type\": \"Adam\"}, \"zero_optimization\": {\"stage\": %d}}",
@@ -249,18 +269,9 @@ static int memory_rank(int rank, const overlap_args *a, int run)
     go.heads = 4;
     go.channels = 256;
     go.dtype = VKT_DTYPE_F16;
-    vkt_device *dev = NULL;
-    vkt_comm *comm = NULL;
-    vkt_model *m = NULL;
-    vkt_engine *e = NULL;
-    vkt_engine_opts eo = VKT_ENGINE_OPTS_INIT;
-    eo.config_json = json;
-    vkt_status st = vkt_device_create(NULL, &dev);
-    if (st == VKT_OK) st = vkt_comm_create(&co, &comm);
-    if (st == VKT_OK) st = vkt_model_create_gpt(dev, &go, &m);
-    eo.model = m;
-    eo.comm = comm;
-    if (st == VKT_OK) st = vkt_engine_create(&eo, &e);
+    rank_env env;
+    vkt_status st = rank_open(rank, a, run, &go, json, &env);
+    vkt_engine *e = env.e;
     int32_t tok[2 * 64], lab[2 * 64];
     for (int i = 0; i < 2 * 64; i++) tok[i] = lab[i] = (i * 13 + rank) % 4096;
     vkt_batch b = {.size = 2, .tokens = tok, .labels = lab, .seq_len = 64};
@@ -269,16 +280,13 @@ static int memory_rank(int rank, const overlap_args *a, int run)
     if (st == VKT_OK) st = vkt_engine_step(e);
     memory_result r = {0};
     if (st == VKT_OK) {
-        r.params = vkt_model_num_params(m);
-        vkt_model_memory_report(m, &r.mem);
-        vkt_device_memory_stats(dev, &r.dev);
+        r.params = vkt_model_num_params(env.m);
+        vkt_model_memory_report(env.m, &r.mem);
+        vkt_device_memory_stats(env.dev, &r.dev);
     } else {
         fprintf(stderr, "vktrain: bench memory: rank %d: %s\n", rank, vkt_last_error());
     }
-    vkt_engine_destroy(e);
-    vkt_model_destroy(m);
-    vkt_comm_destroy(comm);
-    vkt_device_destroy(dev);
+    rank_close(&env);
     if (st != VKT_OK) return 1;
     return rank == 0 ? write_result(a, run, &r, sizeof r) : 0;
 }

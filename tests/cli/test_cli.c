@@ -304,6 +304,21 @@ static void test_estimate(void **state)
     assert_non_null(strstr(out, "usage: vktrain estimate"));
 }
 
+/* bench overlap runs two real ranks twice and prints the bucket timeline. */
+static void test_bench_overlap(void **state)
+{
+    (void)state;
+#ifndef VKT_HAVE_BENCH_COMM /* no transport, no engine: not a benchmark here */
+    assert_int_equal(run(NULL, "bench overlap"), 2);
+    return;
+#endif
+    int rc = run(NULL, "bench overlap -n 2 --steps 1 --delay-us 1000");
+    if (rc != 0) fail_msg("bench overlap exited %d\n%s\n%s", rc, out, err);
+    assert_non_null(strstr(out, "median step  no delay"));
+    assert_non_null(strstr(out, "  bucket  elements          ready    reduced"));
+    assert_int_equal(run(NULL, "bench overlap -n 1"), 2);
+}
+
 /* launch: ranks get their environment and prefixed output; a failing rank
  * stops the others at once and is named; bad arguments are usage errors. */
 static void test_launch(void **state)
@@ -349,6 +364,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_bench_ops),        cmocka_unit_test(test_bench_comm),
         cmocka_unit_test(test_config_check),     cmocka_unit_test(test_estimate),
         cmocka_unit_test(test_launch),
+        cmocka_unit_test(test_bench_overlap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
