@@ -18,7 +18,8 @@
  *     gradient_accumulation_steps;
  *   - the loss is a mean over the global batch: each micro-batch's gradients
  *     are divided by the global batch's target count (samples; for the GPT,
- *     sequences × seq_len positions) and summed across micro-batches and
+ *     sequences × seq_len positions, including positions labelled -1, unless
+ *     the batch gives loss_denominator) and summed across micro-batches and
  *     ranks, so uneven per-rank batches weigh each sample the same, and the
  *     update equals one process running the whole global batch;
  *   - step() counts micro-batches and applies the update at every

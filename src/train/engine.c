@@ -213,7 +213,12 @@ fail:
     return st;
 }
 
-/* Targets in the global batch: samples, or for the GPT token positions. */
+/* Targets in the global batch: samples, or for the GPT token positions.
+ * Positions labelled -1 count too: the global number of real labels is
+ * only known once every rank's micro-batches are, so with ignored labels
+ * the loss is sum / positions (one process given loss_denominator = the
+ * same count computes the same; PyTorch's ignore_index mean divides by
+ * the real labels instead, DeepSpeed averages the micro-batch means). */
 static uint64_t global_denominator(const vkt_engine *e, const vkt_batch *b)
 {
     uint64_t den = e->cfg->train_batch_size;
@@ -233,8 +238,12 @@ vkt_status vkt_engine_forward(vkt_engine *e, const vkt_batch *b, float *loss)
     e->have_forward = false;
     float share = 0;
     VKT_CHECK(vkt_model_forward(e->model, &mine, &share));
-    uint64_t own = (uint64_t)b->size * (e->model->gpt ? b->seq_len : 1);
-    double mean = (double)share * (double)mine.loss_denominator / (double)own;
+    /* This micro-batch's own mean: over its targets (cross-entropy: the
+     * labels that are not -1). */
+    uint64_t rows = (uint64_t)b->size * (e->model->gpt ? b->seq_len : 1), own = rows;
+    if (e->model->loss == VKT_LOSS_XENT || e->model->gpt)
+        for (uint64_t i = 0; i < rows; i++) own -= b->labels[i] == -1;
+    double mean = own ? (double)share * (double)mine.loss_denominator / (double)own : 0.0;
     if (loss) *loss = (float)mean; /* this micro-batch's own mean */
     e->loss_sum += mean * b->size;
     e->loss_samples += b->size;
