@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "train/engine_int.h"
 
@@ -105,30 +106,29 @@ static vkt_status make_shards(vkt_engine *e)
     return VKT_OK;
 }
 
-static uint64_t fnv(uint64_t h, uint64_t v)
+/* Whether every rank has the same key (compared by its XXH64): one
+ * all-reduce of {h, -h} with max gives the largest and the smallest hash. */
+static vkt_status ranks_agree(vkt_engine *e, const void *key, size_t n, bool *same)
 {
-    for (int i = 0; i < 8; i++, v >>= 8) h = (h ^ (v & 0xff)) * 1099511628211ull;
-    return h;
+    int64_t h = (int64_t)(XXH64(key, n, 0) >> 1), v[2] = {h, -h};
+    VKT_CHECK(vkt_comm_allreduce(e->comm, v, v, 2, VKT_DTYPE_I64, VKT_REDOP_MAX));
+    *same = v[0] == -v[1];
+    return VKT_OK;
 }
 
 /* Every rank must cut the same flat buffer the same way, or the collectives
- * would pair unrelated data: compare a hash of the layout and the batch
- * settings (not the per-rank micro-batch) across ranks. */
+ * would pair unrelated data: compare the layout and the batch settings (not
+ * the per-rank micro-batch) across ranks. */
 static vkt_status check_agreement(vkt_engine *e)
 {
     if (!e->comm || e->world == 1) return VKT_OK;
     const vkt_model *m = e->model;
-    uint64_t h = 1469598103934665603ull;
-    h = fnv(h, m->padded);
-    h = fnv(h, m->numel);
-    h = fnv(h, e->stage);
-    h = fnv(h, (uint64_t)m->dtype);
-    h = fnv(h, e->cfg->train_batch_size);
-    h = fnv(h, e->cfg->gradient_accumulation_steps);
-    h = fnv(h, e->cfg->zero.reduce_bucket_size); /* the buckets follow from these */
-    int64_t v[2] = {(int64_t)(h >> 1), -(int64_t)(h >> 1)};
-    VKT_CHECK(vkt_comm_allreduce(e->comm, v, v, 2, VKT_DTYPE_I64, VKT_REDOP_MAX));
-    VKT_FAIL_IF(v[0] != -v[1], VKT_ERR_INVALID_ARG,
+    const uint64_t key[] = {m->padded, m->numel, e->stage, (uint64_t)m->dtype,
+                            e->cfg->train_batch_size, e->cfg->gradient_accumulation_steps,
+                            e->cfg->zero.reduce_bucket_size}; /* the buckets follow from these */
+    bool same;
+    VKT_CHECK(ranks_agree(e, key, sizeof key, &same));
+    VKT_FAIL_IF(!same, VKT_ERR_INVALID_ARG,
                 "engine: the ranks disagree on the model or the config (parameter layout, "
                 "dtype, zero_optimization.stage, reduce_bucket_size or the batch sizes); every "
                 "rank must build the same model and read the same config");
@@ -148,29 +148,21 @@ static vkt_status broadcast_params(vkt_engine *e)
     return st;
 }
 
-/* FNV-1a over the fields that decide a device's rounding: the kind of
- * device and the driver (not the UUID: two identical GPUs round alike). */
-static int64_t device_kind_hash(const vkt_device_caps *c)
-{
-    uint64_t h = 1469598103934665603ull;
-    const char *parts[3] = {c->name, c->driver_name, c->driver_info};
-    for (int k = 0; k < 3; k++)
-        for (const char *p = parts[k]; *p; p++) h = (h ^ (uint8_t)*p) * 1099511628211ull;
-    h = (h ^ c->vendor_id) * 1099511628211ull;
-    return (int64_t)(h >> 1);
-}
-
 /* Ranks on different kinds of device round differently, so replicas that
  * each apply the full update would drift apart: then every stage updates
- * sharded (each rank its shard, then all-gather), which keeps them equal. */
+ * sharded (each rank its shard, then all-gather), which keeps them equal.
+ * The kind is what decides rounding: the device and its driver (not the
+ * UUID: two identical GPUs round alike). */
 static vkt_status check_devices(vkt_engine *e)
 {
     if (!e->comm || e->world == 1) return VKT_OK;
-    int64_t h[2];
-    h[0] = device_kind_hash(vkt_device_get_caps(e->model->dev));
-    h[1] = -h[0];
-    VKT_CHECK(vkt_comm_allreduce(e->comm, h, h, 2, VKT_DTYPE_I64, VKT_REDOP_MAX));
-    e->mixed_devices = h[0] != -h[1]; /* max differs from min */
+    const vkt_device_caps *c = vkt_device_get_caps(e->model->dev);
+    char kind[1024];
+    snprintf(kind, sizeof kind, "%s|%s|%s|%u", c->name, c->driver_name, c->driver_info,
+             c->vendor_id);
+    bool same;
+    VKT_CHECK(ranks_agree(e, kind, strlen(kind), &same));
+    e->mixed_devices = !same;
     if (e->mixed_devices && e->stage == 0) {
         e->stage = 1;
         if (e->rank == 0)
