@@ -254,6 +254,26 @@ typedef struct resolved {
     char store_addr[300];
 } resolved;
 
+/* The store address from the environment's master, with the fix in the
+ * message when the launcher named none. */
+static vkt_status env_store_addr(const vkt_dist_env *e, resolved *v)
+{
+    VKT_FAIL_IF(!e->master_addr[0] && strcmp(e->source, "mpirun") == 0, VKT_ERR_INVALID_ARG,
+                "vkt_comm_create: this mpirun job spans hosts (%d of its %d ranks on this one) "
+                "and Open MPI names no master: export MASTER_ADDR=<rank 0's host> and pass it "
+                "with mpirun -x MASTER_ADDR, or set opts.store_addr", e->local_world_size,
+                e->world_size);
+    VKT_FAIL_IF(!e->master_addr[0] || !e->master_port, VKT_ERR_INVALID_ARG,
+                "vkt_comm_create: no store address (environment: %s, master '%s', port %d); "
+                "set opts.store_addr, or MASTER_ADDR and MASTER_PORT", e->source,
+                e->master_addr, e->master_port);
+    /* An IPv6 literal needs brackets (unless it came with them). */
+    int v6 = strchr(e->master_addr, ':') != NULL && e->master_addr[0] != '[';
+    snprintf(v->store_addr, sizeof v->store_addr, "%s%s%s:%d", v6 ? "[" : "", e->master_addr,
+             v6 ? "]" : "", e->master_port);
+    return VKT_OK;
+}
+
 static vkt_status resolve_opts(const vkt_comm_opts *o, resolved *v)
 {
     VKT_FAIL_IF(o->struct_size < offsetof(vkt_comm_opts, latency_bytes) ||
@@ -261,8 +281,18 @@ static vkt_status resolve_opts(const vkt_comm_opts *o, resolved *v)
                 VKT_ERR_INVALID_ARG, "vkt_comm_create: opts.struct_size is %u, expected %zu; "
                 "initialise opts with VKT_COMM_OPTS_INIT", o->struct_size,
                 sizeof(vkt_comm_opts));
-    v->rank = o->rank >= 0 ? o->rank : (int)vkt__env_int("RANK", -1);
-    v->size = o->world_size >= 0 ? o->world_size : (int)vkt__env_int("WORLD_SIZE", -1);
+    /* The launcher's environment (torchrun-style, srun, mpirun) fills what
+     * opts leave open; it is read only when something is left open. */
+    vkt_dist_env e = {.source = NULL};
+    if (o->rank < 0 || o->world_size < 0) {
+        VKT_CHECK(vkt_dist_env_detect(&e));
+        VKT_FAIL_IF(strcmp(e.source, "none") == 0, VKT_ERR_INVALID_ARG,
+                    "vkt_comm_create: no rank given; set opts.rank and opts.world_size, or "
+                    "start the program with vktrain launch, srun or mpirun, or set RANK and "
+                    "WORLD_SIZE");
+    }
+    v->rank = o->rank >= 0 ? o->rank : e.rank;
+    v->size = o->world_size >= 0 ? o->world_size : e.world_size;
     VKT_FAIL_IF(v->size < 1 || v->rank < 0 || v->rank >= v->size, VKT_ERR_INVALID_ARG,
                 "vkt_comm_create: rank %d of world size %d is invalid; set opts.rank and "
                 "opts.world_size (or RANK and WORLD_SIZE) with 0 <= rank < world_size",
@@ -279,12 +309,11 @@ static vkt_status resolve_opts(const vkt_comm_opts *o, resolved *v)
     v->serve = o->store_server >= 0 ? o->store_server : v->rank == 0;
     if (o->store_addr) {
         snprintf(v->store_addr, sizeof v->store_addr, "%s", o->store_addr);
+    } else if (v->size > 1) {
+        if (!e.source) VKT_CHECK(vkt_dist_env_detect(&e));
+        VKT_CHECK(env_store_addr(&e, v));
     } else {
-        const char *h = vkt__env_str("MASTER_ADDR"), *p = vkt__env_str("MASTER_PORT");
-        VKT_FAIL_IF(v->size > 1 && (!h || !p), VKT_ERR_INVALID_ARG,
-                    "vkt_comm_create: no store address; set opts.store_addr or MASTER_ADDR "
-                    "and MASTER_PORT");
-        snprintf(v->store_addr, sizeof v->store_addr, "%s:%s", h ? h : "", p ? p : "");
+        v->store_addr[0] = '\0'; /* one rank needs no store */
     }
     return VKT_OK;
 }

@@ -133,8 +133,9 @@ VKT_API const char *vkt_redop_name(vkt_redop op);
  * which ones the caller knows). All pointers are borrowed for the call. */
 typedef struct vkt_comm_opts {
     uint32_t struct_size; /* sizeof(vkt_comm_opts), set by VKT_COMM_OPTS_INIT */
-    /* This process's rank and the number of ranks. -1: read RANK and
-     * WORLD_SIZE from the environment (torchrun style). */
+    /* This process's rank and the number of ranks. -1: from the environment
+     * its launcher left, see vkt_dist_env_detect (torchrun-style RANK and
+     * WORLD_SIZE, SLURM's srun, or Open MPI's mpirun). */
     int rank;
     int world_size;
     /* Rendezvous store:
@@ -143,7 +144,8 @@ typedef struct vkt_comm_opts {
      *       retrying with backoff until comm_timeout_s has passed;
      *   "file:/shared/dir": a directory every rank can read and write; it must
      *       be empty (or new) for each job;
-     *   NULL: "tcp://$MASTER_ADDR:$MASTER_PORT".
+     *   NULL: "tcp://MASTER:PORT" with the master host and port that
+     *       vkt_dist_env_detect finds ($MASTER_ADDR and $MASTER_PORT first).
      * Keys are not namespaced yet: use one store (or directory) per
      * communicator; a store served by rank 0 is new for each one. */
     const char *store_addr;
@@ -197,6 +199,46 @@ typedef struct vkt_comm_opts {
         sizeof(vkt_comm_opts), -1, -1, NULL, -1, NULL, 0, 0.0,                      \
             VKT_COMM_BACKEND_AUTO, 0, -1, NULL, -1, 0                               \
     }
+
+/* Where this process sits in a job, as its launcher told it through the
+ * environment. vkt_comm_create uses it for the fields left at -1/NULL, so a
+ * program runs unchanged under any of these (first match wins):
+ *   "torchrun": RANK or WORLD_SIZE set (vktrain launch, torchrun, by hand):
+ *       RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR/PORT;
+ *   "slurm": SLURM_PROCID set (a task of srun): rank SLURM_PROCID, world
+ *       SLURM_NTASKS, local rank SLURM_LOCALID, local world this node's
+ *       entry of SLURM_STEP_TASKS_PER_NODE (else SLURM_NTASKS_PER_NODE);
+ *       master: the first host of SLURM_STEP_NODELIST (else
+ *       SLURM_JOB_NODELIST, SLURM_NODELIST), port 20000 + SLURM_JOB_ID %
+ *       20000 (rank 0 must run on that first host, as srun's block and cyclic
+ *       distributions place it);
+ *   "mpirun": OMPI_COMM_WORLD_RANK set (Open MPI): OMPI_COMM_WORLD_RANK,
+ *       _SIZE, _LOCAL_RANK, _LOCAL_SIZE; master 127.0.0.1 when every rank is
+ *       on one host, else none (export MASTER_ADDR=<rank 0's host>; mpirun -x
+ *       MASTER_ADDR passes it); port 20000 + a hash of the job's PMIx
+ *       namespace % 20000;
+ *   "none": nothing of the above; rank 0 of 1.
+ * Under slurm and mpirun, MASTER_ADDR and MASTER_PORT, when set, override the
+ * derived master (set MASTER_PORT when two job steps run at once, as they
+ * would derive the same port). The job secret is never derived: export VKT_JOB_SECRET (or
+ * VKT_JOB_SECRET_FILE) before srun or mpirun -x VKT_JOB_SECRET.
+ * Reads the environment on every call (not cached). Thread-safe as getenv. */
+typedef struct vkt_dist_env {
+    int rank, world_size;
+    int local_rank, local_world_size; /* -1 when the launcher does not say */
+    char master_addr[256];            /* "" when unknown */
+    int master_port;                  /* 0 when unknown */
+    const char *source; /* "torchrun", "slurm", "mpirun" or "none"; static */
+} vkt_dist_env;
+
+/* Fill *out from the environment (see vkt_dist_env). Never blocks.
+ *   out  out; unchanged on failure.
+ * Returns VKT_OK; VKT_ERR_INVALID_ARG for NULL out, a value that is not a
+ * non-negative integer, a rank not below the world size, a local rank not
+ * below the local world size, a MASTER_PORT outside 1..65535, a malformed
+ * SLURM hostlist or task layout, RANK without WORLD_SIZE or the reverse; the
+ * message names the variable and its value. */
+VKT_API vkt_status vkt_dist_env_detect(vkt_dist_env *out);
 
 /* Join a job: rendezvous through the store, connect the ring, and start this
  * communicator's progress thread. Collective over all world_size ranks; blocks

@@ -145,6 +145,12 @@ VKT_API vkt_status vkt_model_forward(vkt_model *m, const vkt_batch *b, float *lo
 /* Backward of the last forward: accumulates into the gradients. Blocking.
  * VKT_ERR_INVALID_USAGE without a forward since the last backward. */
 VKT_API vkt_status vkt_model_backward(vkt_model *m);
+/* After a forward (and before its backward): the outputs that feed the
+ * loss, as fp32 — the MLP's logits or predictions [size, width], the GPT's
+ * logits [size·seq_len, vocab]. out holds rows × vkt_model_output_width
+ * floats. VKT_ERR_INVALID_USAGE without such a forward. */
+VKT_API uint32_t vkt_model_output_width(const vkt_model *m);
+VKT_API vkt_status vkt_model_get_outputs(vkt_model *m, float *out);
 VKT_API vkt_status vkt_model_zero_grad(vkt_model *m);
 
 /* Multiply the loss by scale in the backward (fp16 loss scaling: the

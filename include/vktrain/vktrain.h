@@ -5,6 +5,7 @@
 #include "vktrain/alloc.h"
 #include "vktrain/comm.h"
 #include "vktrain/config.h"
+#include "vktrain/data.h"
 #include "vktrain/dtype.h"
 #include "vktrain/engine.h"
 #include "vktrain/gpu.h"
@@ -12,6 +13,7 @@
 #include "vktrain/scaler.h"
 #include "vktrain/schedule.h"
 #include "vktrain/status.h"
+#include "vktrain/tensors.h"
 #include "vktrain/version.h"
 
 #endif

@@ -20,6 +20,8 @@ int cmd_ckpt(int argc, char **argv);
 int cmd_config(int argc, char **argv);
 int cmd_estimate(int argc, char **argv);
 int cmd_launch(int argc, char **argv);
+int cmd_train(int argc, char **argv);  /* needs the engine (VKT_HAVE_ENGINE) */
+int cmd_sample(int argc, char **argv);
 
 /* Print "vktrain: <what>: <last error>" and return exit code 1. */
 int cli_fail(vkt_status st, const char *what);

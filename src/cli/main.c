@@ -11,9 +11,13 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+#ifdef VKT_HAVE_ENGINE
+    {"train", cmd_train, "train a model (MLP on IDX images, GPT on text) with every rank"},
+#endif
+    {"sample", cmd_sample, "generate text from a GPT checkpoint saved by train"},
     {"info", cmd_info, "list Vulkan devices and their capabilities"},
     {"selftest", cmd_selftest, "run real kernels on a device and check them against C"},
-    {"launch", cmd_launch, "run N local ranks of a program (RANK, WORLD_SIZE, secret, ...)"},
+    {"launch", cmd_launch, "run the ranks of a program here (-n N) or over ssh (--hostfile)"},
     {"bench", cmd_bench, "benchmarks: dispatch, ops, comm, overlap (DDP), memory (ZeRO)"},
     {"ckpt", cmd_ckpt, "checkpoints: info (and checksum verification), consolidate to fp32"},
     {"config", cmd_config, "check FILE: validate a DeepSpeed JSON config, print it resolved"},

@@ -7,3 +7,7 @@ target_sources(vkt_formats PRIVATE ${PROJECT_SOURCE_DIR}/src/formats/ckpt_reshar
 target_sources(vkt_formats PRIVATE ${PROJECT_SOURCE_DIR}/src/formats/config.c)
 target_sources(vkt_formats PRIVATE ${PROJECT_SOURCE_DIR}/src/formats/config_keys.c)
 target_sources(vkt_formats PRIVATE ${PROJECT_SOURCE_DIR}/src/formats/config_json.c)
+target_sources(vkt_formats PRIVATE ${PROJECT_SOURCE_DIR}/src/formats/tensors_api.c)
+target_sources(vkt_formats PRIVATE ${PROJECT_SOURCE_DIR}/src/formats/data_idx.c)
+target_sources(vkt_formats PRIVATE ${PROJECT_SOURCE_DIR}/src/formats/data_tokens.c)
+target_sources(vkt_formats PRIVATE ${PROJECT_SOURCE_DIR}/src/formats/data_sampler.c)

@@ -197,6 +197,7 @@ vkt_status vkt_engine_create(const vkt_engine_opts *o, vkt_engine **out)
     VKT_CHECK_GOTO(st, broadcast_params(e), fail); /* while every rank holds all weights */
     VKT_CHECK_GOTO(st, make_shards(e), fail);
     VKT_CHECK_GOTO(st, vkt__engine_buckets(e), fail);
+    VKT_CHECK_GOTO(st, vkt__engine_probe_batches(e), fail);
     VKT_CHECK_GOTO(st, vkt_model_zero_grad(e->model), fail);
     *out = e;
     return VKT_OK;
@@ -281,7 +282,11 @@ double vkt_engine_lr(const vkt_engine *e)
 {
     if (!e) return 0;
     if (!e->cfg->scheduler_given) return e->cfg->optimizer.lr;
-    return vkt_lr_at(&e->cfg->scheduler, e->sched_iter);
+    /* DeepSpeed's engine steps the scheduler after each applied update, and
+     * its WarmupLR/WarmupDecayLR set the optimizer's lr to warmup_min_lr when
+     * created: update k uses get_lr(k - 1), update 0 warmup_min_lr, which is
+     * get_lr(0) (gamma(0) = 0 for both warmup types). */
+    return vkt_lr_at(&e->cfg->scheduler, e->sched_iter ? e->sched_iter - 1 : 0);
 }
 
 static vkt_status update(vkt_engine *e)

@@ -51,6 +51,9 @@ struct vkt_engine {
 
 /* engine_sync.c: gradient buckets and their reduction */
 vkt_status vkt__engine_buckets(vkt_engine *e);
+/* engine_probe.c: vktrain.rank_batch "auto" — time each rank, split the
+ * micro-batches by speed into cfg->rank_batch and e->micro_batch. */
+vkt_status vkt__engine_probe_batches(vkt_engine *e);
 /* Backward of the boundary micro-batch with the reduction overlapped. */
 vkt_status vkt__engine_backward_sync(vkt_engine *e);
 /* Wait for the reduction; the gradients are then final (sum over ranks;
