@@ -288,7 +288,8 @@ static int usage(FILE *f, int code)
 "\n"
 "  -n N              N ranks on this host (MASTER_ADDR 127.0.0.1)\n"
 "  --devices A,B     rank with local rank i gets VKT_DEVICE = the i-th entry\n"
-"  --port P          MASTER_PORT (default: a port free on this host now)\n"
+"  --port P          MASTER_PORT (default: a port free on this host now; 29500\n"
+"                    when the master is another host)\n"
 "  --hostfile FILE   DeepSpeed's format: lines 'HOST slots=N', '#' comments; one\n"
 "                    rank per slot, host by host, every one started over ssh\n"
 "                    (BatchMode, no tty) in this directory, with VKT_* settings\n"
@@ -442,6 +443,10 @@ int cmd_launch(int argc, char **argv)
              .master = a.master ? a.master : "127.0.0.1", .argv = argv + optind};
     if (a.hostfile && (rc = plan_hosts(&a, &j)) >= 0) return rc;
     j.ssh_opts = a.ssh_opts ? a.ssh_opts : getenv("VKT_SSH_OPTS");
+    /* With several hosts a port free here says nothing about the master
+     * host: use the conventional 29500 there (--port to change it). */
+    if (!j.port && a.hostfile && strcmp(j.master, "127.0.0.1") && strcmp(j.master, "localhost"))
+        j.port = 29500;
     if (!j.port && (j.port = free_port()) < 0)
         return cli_fail(VKT_ERR_SYSTEM, "launch: cannot find a free port on 127.0.0.1");
     if (!make_secret(j.secret, sizeof j.secret))

@@ -9,6 +9,7 @@
  * world size and ZeRO stage wrote them), then samples one token at a time:
  * each step runs the forward over the last `context` tokens and draws the
  * next token from the last position's softmax. */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -47,23 +48,30 @@ static int parse(int argc, char **argv, sample_opts *o)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         char *end = NULL;
+        unsigned long long v = 0;
         switch (c) {
         case 'h': usage(stdout); return -1;
-        case 'p': o->prompt = optarg; break;
-        case 'd': o->device = optarg; break;
-        case 'n': o->tokens = (uint32_t)strtoul(optarg, &end, 10); break;
-        case 'k': o->top_k = (uint32_t)strtoul(optarg, &end, 10); break;
-        case 's': o->seed = strtoull(optarg, &end, 10); break;
+        case 'p': o->prompt = optarg; continue;
+        case 'd': o->device = optarg; continue;
         case 't':
             o->temperature = strtod(optarg, &end);
-            if (!(o->temperature > 0 && o->temperature <= 100))
-                return cli_usage_error("sample", "--temperature takes a number above 0");
-            break;
+            if (end == optarg || *end || !(o->temperature > 0 && o->temperature <= 100))
+                return cli_usage_error("sample", "--temperature takes a number above 0 and at "
+                                       "most 100, not '%s'", optarg);
+            continue;
+        case 'n': case 'k': case 's': break;
         default: return cli_usage_error("sample", "unknown option (see --help)");
         }
-        if (end && (*end || end == optarg))
-            return cli_usage_error("sample", "--%s takes a whole number, not '%s'",
-                                   c == 'n' ? "tokens" : c == 'k' ? "top-k" : "seed", optarg);
+        const char *name = c == 'n' ? "tokens" : c == 'k' ? "top-k" : "seed";
+        unsigned long long cap = c == 's' ? UINT64_MAX : c == 'n' ? 1000000 : 65536;
+        errno = 0;
+        v = strtoull(optarg, &end, 10);
+        if (errno || end == optarg || *end || optarg[0] == '-' || v > cap)
+            return cli_usage_error("sample", "--%s takes a whole number from 0 to %llu, not '%s'",
+                                   name, cap, optarg);
+        if (c == 'n') o->tokens = (uint32_t)v;
+        else if (c == 'k') o->top_k = (uint32_t)v;
+        else o->seed = v;
     }
     if (optind != argc - 1) return cli_usage_error("sample", "give one checkpoint directory");
     o->dir = argv[optind];

@@ -108,6 +108,7 @@ static int parse_args(int argc, char **argv, train_opts *o)
                       .val_fraction = 0.1, .eval_batches = 20};
     uint64_t v;
     int c, rc = 0;
+    bool set_by_flag = false; /* --batch, --lr, --zero or --dtype given */
     optind = 1;
     while (!rc && (c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         const char *name = "";
@@ -124,10 +125,14 @@ static int parse_args(int argc, char **argv, train_opts *o)
         case O_WIDTH: rc = parse_u64(name, optarg, 1, 8192, &v), o->width = (uint32_t)v; break;
         case O_CONTEXT: rc = parse_u64(name, optarg, 2, 8192, &v), o->context = (uint32_t)v; break;
         case O_VALF: rc = parse_double(name, optarg, 0.001, 0.9, &o->val_fraction); break;
-        case O_BATCH: rc = parse_u64(name, optarg, 1, 1 << 20, &v), o->batch = (uint32_t)v; break;
-        case O_LR: rc = parse_double(name, optarg, 0, 10, &o->lr); break;
-        case O_ZERO: rc = parse_u64(name, optarg, 0, 3, &v), o->zero = (uint32_t)v; break;
-        case O_DTYPE: o->dtype = optarg; break;
+        case O_BATCH:
+            rc = parse_u64(name, optarg, 1, 1 << 20, &v), o->batch = (uint32_t)v, set_by_flag = true;
+            break;
+        case O_LR: rc = parse_double(name, optarg, 0, 10, &o->lr), set_by_flag = true; break;
+        case O_ZERO:
+            rc = parse_u64(name, optarg, 0, 3, &v), o->zero = (uint32_t)v, set_by_flag = true;
+            break;
+        case O_DTYPE: o->dtype = optarg, set_by_flag = true; break;
         case O_EPOCHS: rc = parse_u64(name, optarg, 1, 1 << 20, &v), o->epochs = (uint32_t)v; break;
         case O_STEPS: rc = parse_u64(name, optarg, 1, UINT64_MAX / 2, &o->steps); break;
         case O_EVAL: rc = parse_u64(name, optarg, 1, UINT64_MAX / 2, &o->eval_every); break;
@@ -150,9 +155,11 @@ static int parse_args(int argc, char **argv, train_opts *o)
         return cli_usage_error("train", "--model is mlp or gpt, not '%s'", o->model);
     if (o->dtype && strcmp(o->dtype, "f32") && strcmp(o->dtype, "f16") && strcmp(o->dtype, "bf16"))
         return cli_usage_error("train", "--dtype is f32, f16 or bf16, not '%s'", o->dtype);
-    if (o->config && (o->batch || o->dtype || o->zero))
-        return cli_usage_error("train", "--batch, --dtype and --zero set what --config sets; "
-                               "put them in the config file instead");
+    if (o->config && set_by_flag)
+        return cli_usage_error("train", "--batch, --lr, --dtype and --zero set what --config "
+                               "sets; put them in the config file instead");
+    if (o->plot && strpbrk(o->plot, "'\"\n"))
+        return cli_usage_error("train", "--plot: a file name without quotes or new lines, please");
     if (o->resume && !o->ckpt_dir) return cli_usage_error("train", "--resume needs --ckpt-dir");
     if (!o->batch) o->batch = !strcmp(o->model, "gpt") ? 16 : 128;
     return 0;
@@ -259,7 +266,9 @@ static int create_model(train_job *j)
         st = vkt_model_create_gpt(j->dev, &g, &j->model);
     } else {
         uint32_t sizes[18] = {j->ti.features}, n = 1;
-        for (const char *p = j->o.hidden; *p && n < 17;) {
+        for (const char *p = j->o.hidden; *p;) {
+            if (n == 17)
+                return cli_usage_error("train", "--hidden takes at most 16 widths");
             char *end;
             unsigned long w = strtoul(p, &end, 10);
             if (end == p || w == 0 || w > 65536 || (*end && *end != ','))
@@ -321,8 +330,15 @@ static int start_engine(train_job *j)
     if (j->o.resume) {
         char latest[4200];
         snprintf(latest, sizeof latest, "%s/latest", j->o.ckpt_dir);
+        /* Rank 0 decides, as the others may not see the same files (no
+         * shared file system): loading is collective. */
         struct stat sb;
-        if (stat(latest, &sb) == 0) {
+        int32_t have = stat(latest, &sb) == 0;
+        if (j->comm) {
+            st = vkt_comm_broadcast(j->comm, &have, 1, VKT_DTYPE_I32, 0);
+            if (st != VKT_OK) return cli_fail(st, "train: resuming");
+        }
+        if (have) {
             st = vkt_engine_load(j->e, j->o.ckpt_dir);
             if (st == VKT_OK) st = vkt_sampler_seek(j->sampler, vkt_engine_global_samples(j->e));
             if (st != VKT_OK) return cli_fail(st, "train: resuming");
@@ -405,8 +421,13 @@ int cmd_train(int argc, char **argv)
         print_start(&j);
         rc = train_report_open(&j);
     }
-    if (!rc) rc = run(&j);
-    if (!rc) train_report_summary(&j);
+    bool nothing = !rc && vkt_engine_global_steps(j.e) >= j.total_updates;
+    if (nothing && j.rank == 0)
+        printf("nothing to train: the checkpoint in %s is at update %" PRIu64 ", and the plan "
+               "ends at update %" PRIu64 "; raise --epochs or --steps\n", j.o.ckpt_dir,
+               vkt_engine_global_steps(j.e), j.total_updates);
+    if (!rc && !nothing) rc = run(&j);
+    if (!rc && !nothing) train_report_summary(&j);
     train_report_close(&j);
     train_close_data(&j);
     vkt_engine_destroy(j.e);

@@ -268,6 +268,11 @@ char *launch_remote_command(const launch_remote *r, char *const *argv)
     }
     for (char *const *f = r->forward; f && *f; f++) {
         size_t nl = strcspn(*f, "=");
+        /* the name goes unquoted into the remote shell: letters, digits and
+         * '_' only (anything else cannot be a shell variable anyway) */
+        if (nl == 0 || strspn(*f, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                   "0123456789_") != nl)
+            continue;
         put(&b, " %.*s=", (int)nl, *f);
         put_quoted(&b, (*f)[nl] ? *f + nl + 1 : "");
     }

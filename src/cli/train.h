@@ -67,7 +67,7 @@ typedef struct train_job {
     float *outputs;     /* vkt_model_get_outputs */
     /* reporting */
     double t_start, t_last;
-    uint64_t samples_at_last;
+    uint64_t steps_at_start, samples_at_start, samples_at_last;
     double loss_sum;    /* this rank's micro-batch means since the last line */
     uint64_t loss_count;
     FILE *metrics;

@@ -30,7 +30,8 @@ static int open_tokens(train_job *j, const char *path, double from, double to,
     vkt_status st = ends_with(path, ".bin")
                         ? vkt_dataset_open_tokens(path, j->o.context, from, to, out)
                         : vkt_dataset_open_text(path, j->o.context, from, to, out);
-    return st == VKT_OK ? 0 : cli_fail(st, "train: opening the data");
+    return st == VKT_OK ? 0 : cli_fail(st, "train: opening the data (--data, --context, "
+                                           "--val-fraction)");
 }
 
 /* Mean and standard deviation of every input value of the training set
@@ -80,6 +81,17 @@ int train_open_data(train_job *j)
         idx_path(lb, sizeof lb, dir, "t10k-labels-idx1-ubyte");
         st = vkt_dataset_open_idx(im, lb, &j->test);
         if (st != VKT_OK) return cli_fail(st, "train: opening the test set");
+        vkt_dataset_info a, b;
+        vkt_dataset_get_info(j->train, &a);
+        vkt_dataset_get_info(j->test, &b);
+        if (a.features != b.features || b.classes > a.classes)
+            return cli_fail(VKT_ERROR(VKT_ERR_CORRUPT,
+                                      "the test set %s (%u values per image, labels 0..%u) does "
+                                      "not match the training set in %s (%u values, labels "
+                                      "0..%u); use the t10k-* files of the same data set",
+                                      im, b.features, b.classes - 1, dir, a.features,
+                                      a.classes - 1),
+                            "train: opening the test set");
     } else {
         const char *path = j->o.data ? j->o.data : "data/kjv.txt";
         double split = 1.0 - j->o.val_fraction;

@@ -36,7 +36,9 @@ static int open_metrics(train_job *j)
 int train_report_open(train_job *j)
 {
     j->t_start = j->t_last = cli_now_s();
-    j->samples_at_last = vkt_engine_global_samples(j->e);
+    /* after a resume, rates and the ETA count only this run's work */
+    j->steps_at_start = vkt_engine_global_steps(j->e);
+    j->samples_at_start = j->samples_at_last = vkt_engine_global_samples(j->e);
     if (!j->o.print_every) {
         j->o.print_every = j->total_updates / 50;
         if (j->o.print_every < 1) j->o.print_every = 1;
@@ -81,7 +83,8 @@ int train_report_update(train_job *j, uint64_t epoch, float micro_loss)
     add_point(&j->curve, &j->ncurve, &j->cap_curve, (train_point){step, loss, -1});
     uint64_t samples = vkt_engine_global_samples(j->e);
     double rate = now > j->t_last ? (double)(samples - j->samples_at_last) / (now - j->t_last) : 0;
-    double per_update = (now - j->t_start) / (double)(step ? step : 1);
+    uint64_t done = step - j->steps_at_start;
+    double per_update = (now - j->t_start) / (double)(done ? done : 1);
     char eta[32], el[32];
     const char *unit = j->gpt ? "tokens/s" : "samples/s";
     if (j->gpt) rate *= j->o.context;
@@ -133,13 +136,23 @@ static void plot(const train_job *j)
     for (uint32_t i = 0; i < j->nevals; i++)
         fprintf(f, "%" PRIu64 " %g\n", j->evals[i].step, j->evals[i].loss);
     fclose(f);
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd,
-             "gnuplot -e \"set terminal png size 900,540; set output '%s'; set xlabel 'update'; "
-             "set ylabel 'loss'; set grid; plot '%s' index 0 with lines title 'train', "
-             "'%s' index 1 with linespoints title '%s'\" 2>&1",
-             j->o.plot, dat, dat, j->gpt ? "validation" : "test");
-    int rc = system(cmd);
+    /* The script goes in a file (the output path never meets a shell);
+     * cmd_train refused paths with quotes, which gnuplot's strings cannot hold. */
+    char gp[] = "/tmp/vktrain-plot-XXXXXX";
+    int gfd = mkstemp(gp);
+    FILE *g = gfd >= 0 ? fdopen(gfd, "w") : NULL;
+    int rc = -1;
+    if (g) {
+        fprintf(g, "set terminal png size 900,540\nset output '%s'\nset xlabel 'update'\n"
+                   "set ylabel 'loss'\nset grid\nplot '%s' index 0 with lines title 'train', "
+                   "'%s' index 1 with linespoints title '%s'\n",
+                j->o.plot, dat, dat, j->gpt ? "validation" : "test");
+        fclose(g);
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "gnuplot %s 2>&1", gp); /* mkstemp's name: safe characters */
+        rc = system(cmd);
+        unlink(gp);
+    }
     unlink(dat);
     if (rc == 0) printf("loss curves: %s\n", j->o.plot);
     else fprintf(stderr, "vktrain train: --plot: gnuplot failed (is it installed? apt-get "
@@ -151,11 +164,13 @@ void train_report_summary(train_job *j)
     if (j->rank != 0) return;
     if (isatty(STDOUT_FILENO)) printf("\n");
     double t = cli_now_s() - j->t_start;
-    uint64_t steps = vkt_engine_global_steps(j->e), samples = vkt_engine_global_samples(j->e);
+    uint64_t steps = vkt_engine_global_steps(j->e);
+    uint64_t samples = vkt_engine_global_samples(j->e) - j->samples_at_start;
     char d[32];
     double rate = t > 0 ? (double)samples / t : 0;
-    printf("done: %" PRIu64 " updates, %" PRIu64 " samples in %s (%.0f %s, %d rank%s, %s)\n",
-           steps, samples, train_fmt_duration(d, sizeof d, t),
+    printf("done: %" PRIu64 " updates (%" PRIu64 " in this run), %" PRIu64 " samples in %s "
+           "(%.0f %s, %d rank%s, %s)\n",
+           steps, steps - j->steps_at_start, samples, train_fmt_duration(d, sizeof d, t),
            j->gpt ? rate * j->o.context : rate, j->gpt ? "tokens/s" : "samples/s", j->world,
            j->world == 1 ? "" : "s", vkt_device_get_caps(j->dev)->name);
     printf("final train loss %.4f", j->last_train_loss);

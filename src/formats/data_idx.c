@@ -48,6 +48,9 @@ static vkt_status gunzip(const char *path, const uint8_t *in, size_t in_size, ui
                                     (size_t)in[in_size - 2] << 16 | (size_t)in[in_size - 1] << 24
                               : 0;
     if (cap < in_size) cap = in_size * 2;
+    /* deflate expands at most ~1032:1, so a larger trailer is a lie that
+     * must not size an allocation; grow() handles honest misses */
+    if (in_size <= IDX_MAX_FILE / 1032 && cap > in_size * 1032) cap = in_size * 1032;
     if (cap > IDX_MAX_FILE) cap = IDX_MAX_FILE;
     cap += 1; /* room to see the stream end without a second allocation */
     z_stream zs;
@@ -170,7 +173,13 @@ static vkt_status idx_parse(const char *path, const uint8_t *b, size_t size, boo
     uint64_t want = 1;
     for (uint32_t i = 0; i < nd; i++) {
         dims[i] = be32(b + 4 + 4 * i);
-        want *= dims[i]; /* at most 2^96 for 3 dims: checked below */
+        /* checked before multiplying: want ≤ IDX_MAX_FILE, so the product
+         * cannot wrap */
+        VKT_FAIL_IF(dims[i] && want > IDX_MAX_FILE / dims[i], VKT_ERR_CORRUPT,
+                    "%s: the IDX header's sizes are implausibly large (dimension %u is %u); the "
+                    "file is damaged, download it again",
+                    path, i, dims[i]);
+        want *= dims[i];
         VKT_FAIL_IF(want > IDX_MAX_FILE, VKT_ERR_CORRUPT,
                     "%s: the IDX header's sizes are implausibly large (dimension %u is %u); the "
                     "file is damaged, download it again",
@@ -192,6 +201,9 @@ static vkt_status idx_parse(const char *path, const uint8_t *b, size_t size, boo
                 path, said, (unsigned long long)want, size, unpacked);
     VKT_FAIL_IF(dims[0] == 0, VKT_ERR_CORRUPT, "%s: holds no %s; pass a non-empty data set",
                 path, what);
+    VKT_FAIL_IF(nd == 3 && (uint64_t)dims[1] * dims[2] > UINT32_MAX, VKT_ERR_CORRUPT,
+                "%s: images of %ux%u pixels are implausibly large; the file is damaged", path,
+                dims[1], dims[2]);
     VKT_FAIL_IF(nd == 3 && (uint64_t)dims[1] * dims[2] == 0, VKT_ERR_CORRUPT,
                 "%s: images of %ux%u pixels hold nothing; the file is damaged", path, dims[1],
                 dims[2]);

@@ -279,9 +279,12 @@ static void test_ssh_failing_rank(void **state)
     char token[64];
     snprintf(token, sizeof token, "vkt-orphan-check-%d", (int)getpid());
     double t0 = now_s();
+    /* rank 1 fails only once rank 0 is up, so the orphan check below
+     * cannot pass because rank 0 never started */
     int rc = run("VKT_SSH_OPTS='%s' '%s' launch --hostfile %s/hostfile --ssh-port %d -- "
-                 "sh -c 'if [ $RANK = 1 ]; then echo bye; exit 3; fi; sleep 60; : %s'",
-                 ssh_opts, vktrain, dir, ssh_port, token);
+                 "sh -c 'if [ $RANK = 1 ]; then while [ ! -e %s/up0 ]; do sleep 0.1; done; "
+                 "echo bye; exit 3; fi; touch %s/up0; sleep 60; : %s'",
+                 ssh_opts, vktrain, dir, ssh_port, dir, dir, token);
     assert_int_equal(rc, 1);
     assert_true(now_s() - t0 < 30);
     assert_non_null(strstr(out, "[rank 1] bye"));

@@ -119,7 +119,7 @@ static double accuracy(void)
 static void test_mlp_two_ranks(void **state)
 {
     write_idx("train", 1024, 1, true);
-    write_idx("t10k", 256, 2, false);
+    write_idx("t10k", 250, 2, false); /* 125 per rank: the last eval batch is padded */
     int rc = run(NULL, "launch -n 2 -- %s train --data . --hidden 32 --batch 16 --epochs 3 "
                  "--lr 0.01 --ckpt-dir ck --metrics m{rank}.jsonl --seed 3", exe);
     if (rc) fprintf(stderr, "%s\n%s\n", out, err);
@@ -147,8 +147,24 @@ static void test_mlp_two_ranks(void **state)
     if (rc) fprintf(stderr, "%s\n%s\n", out, err);
     assert_int_equal(rc, 0);
     assert_non_null(strstr(out, "resumed from ck at update 96"));
-    assert_non_null(strstr(out, "done: 160 updates"));
+    assert_non_null(strstr(out, "done: 160 updates (64 in this run)"));
     assert_true(accuracy() >= 95.0);
+    /* the resumed run continued where it stopped: same data position,
+     * weights and optimizer state as 5 epochs straight */
+    char resumed[256];
+    const char *ev = strstr(out, "eval at step 160");
+    assert_non_null(ev);
+    snprintf(resumed, sizeof resumed, "%.*s", (int)strcspn(ev, "\n"), ev);
+    rc = run(NULL, "launch -n 2 -- %s train --data . --hidden 32 --batch 16 --epochs 5 "
+             "--lr 0.01 --seed 3", exe);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, resumed));
+
+    /* resuming a finished run says so instead of printing zeros */
+    rc = run(NULL, "launch -n 2 -- %s train --data . --hidden 32 --batch 16 --epochs 5 "
+             "--lr 0.01 --ckpt-dir ck --resume --seed 3", exe);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "nothing to train"));
 }
 
 /* vktrain.rank_batch "auto": a timing probe splits the 48 samples of the
@@ -202,6 +218,24 @@ static void test_bad_input(void **state)
     assert_int_equal(run(NULL, "train --data . --hidden 8 --batch 8"), 1);
     assert_non_null(strstr(err, "train-images-idx3-ubyte"));
     assert_non_null(strstr(err, "truncated"));
+    /* test images of another size than the training images */
+    write_idx("train", 64, 1, false);
+    uint8_t small[16 + 4 * 4] = {0, 0, 8, 3, 0, 0, 0, 4, 0, 0, 0, 2, 0, 0, 0, 2};
+    snprintf(path, sizeof path, "%s/t10k-images-idx3-ubyte", dir);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(small, 1, sizeof small, f), sizeof small);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/t10k-labels-idx1-ubyte", dir);
+    assert_int_equal(truncate(path, 8 + 4), 0);
+    uint8_t four[4] = {0, 0, 0, 4};
+    f = fopen(path, "r+b");
+    assert_non_null(f);
+    fseek(f, 4, SEEK_SET);
+    assert_int_equal(fwrite(four, 1, 4, f), 4);
+    fclose(f);
+    assert_int_equal(run(NULL, "train --data . --hidden 8 --batch 8"), 1);
+    assert_non_null(strstr(err, "does not match the training set"));
     /* a directory without the files */
     assert_int_equal(run(NULL, "train --data ./nothing-here --batch 8"), 1);
     assert_non_null(strstr(err, "nothing-here"));
@@ -211,6 +245,13 @@ static void test_bad_input(void **state)
     assert_int_equal(run(NULL, "train --batch 0"), 2);
     assert_int_equal(run(NULL, "train --config x.json --batch 8"), 2);
     assert_non_null(strstr(err, "put them in the config file"));
+    assert_int_equal(run(NULL, "train --config x.json --lr 0.1"), 2);
+    assert_int_equal(run(NULL, "train --hidden 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17"), 2);
+    assert_int_equal(run(NULL, "train --plot \"a'b.png\""), 2);
+    assert_int_equal(run(NULL, "sample x --temperature 1x"), 2);
+    assert_non_null(strstr(err, "--temperature"));
+    assert_int_equal(run(NULL, "sample x --tokens -1"), 2);
+    assert_non_null(strstr(err, "--tokens"));
     assert_int_equal(run(NULL, "train --resume"), 2);
     assert_int_equal(run(NULL, "sample ./nothing-here"), 1);
     assert_non_null(strstr(err, "model.json"));

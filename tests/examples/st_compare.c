@@ -45,17 +45,25 @@ int main(int argc, char **argv)
             goto out;
         }
         float *a = malloc(te.numel * sizeof *a), *b = malloc(te.numel * sizeof *b);
+        int nan_seen = 0;
         int ok = a && b && vkt_tensor_file_read_f32(e, te.name, a, te.numel) == VKT_OK &&
                  vkt_tensor_file_read_f32(g, te.name, b, te.numel) == VKT_OK;
         for (uint64_t k = 0; ok && k < te.numel; k++) {
             double d = fabs((double)a[k] - (double)b[k]);
-            if (!(d <= dmax)) dmax = d, worst = te.name; /* NaN counts as worst */
+            if (isnan(d)) { /* a NaN anywhere fails, whatever comes after it */
+                fprintf(stderr, "st_compare: '%s'[%llu] is NaN in one file\n", te.name,
+                        (unsigned long long)k);
+                ok = 0;
+                nan_seen = 1;
+                break;
+            }
+            if (d > dmax) dmax = d, worst = te.name;
             wmax = fmax(wmax, fabs((double)a[k]));
         }
         free(a);
         free(b);
         if (!ok) {
-            bad(te.name);
+            if (!nan_seen) bad(te.name);
             goto out;
         }
     }

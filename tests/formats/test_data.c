@@ -261,6 +261,12 @@ static void test_idx_damaged(void **state)
     size_t nh = make_idx(x, 0x08, 3, dims_huge, pixels, 4);
     expect_error(vkt_dataset_open_idx(write_file("img-huge", x, nh), lab, &d), VKT_ERR_CORRUPT,
                  "sizes are implausibly large");
+    /* a product that wraps past 2^64 to 20 (the review's case): refused
+     * before multiplying, not accepted as a tiny file */
+    uint32_t dims_wrap[3] = {1423u, 10827767u, 1197225396u};
+    size_t nw = make_idx(x, 0x08, 3, dims_wrap, pixels, 20);
+    expect_error(vkt_dataset_open_idx(write_file("img-wrap", x, nw), lab, &d), VKT_ERR_CORRUPT,
+                 "sizes are implausibly large");
 
     /* Images and labels that do not belong together. */
     size_t l4 = labels_idx(x, NI - 1);
