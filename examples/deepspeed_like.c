@@ -164,7 +164,9 @@ int main(int argc, char **argv)
 
     /* deepspeed.init_distributed() */
     vkt_comm *comm = NULL;
-    if (getenv("WORLD_SIZE")) {
+    vkt_dist_env env; /* torchrun-style variables, srun or mpirun; else one process */
+    if (vkt_dist_env_detect(&env) != VKT_OK) return fail(-1, "reading the environment");
+    if (strcmp(env.source, "none")) {
         vkt_comm_opts co = VKT_COMM_OPTS_INIT;
         co.store_addr = a.store;
         if (vkt_comm_create(&co, &comm) != VKT_OK) return fail(-1, "joining the job");
