@@ -36,9 +36,16 @@
  *   - ZeRO stages 1 and 2: each rank owns 1/world of the flat parameter
  *     buffer; it keeps optimizer state (and, for f16/bf16 models, the fp32
  *     master weights) for that part only and updates it, then the updated
- *     parameters are all-gathered. Stage 2 reduce-scatters the gradients
- *     instead of all-reducing them, but the gradient buffer stays whole, so
- *     it saves no memory over stage 1 yet. Stage 3 is not implemented;
+ *     parameters are all-gathered. Stage 2 (world > 1) also keeps only its
+ *     shard of the gradients: buckets then hold whole parameters, the
+ *     backward of every micro-batch writes each bucket into one of a few
+ *     slots (a bucket's slot is reused two segments after it was final, so
+ *     each reduce-scatter overlaps one segment; the GPT's tied wte holds
+ *     one for the whole backward), each bucket is reduce-scattered out of
+ *     its slot and this rank's part is added into its gradient shard, as
+ *     DeepSpeed reduces every micro-batch at stage 2. Gradient memory per
+ *     rank is the shard plus the slots (vkt_model_memory_report). Stage 3
+ *     is not implemented (vkt_engine_create refuses it);
  *   - fp32 and bf16 have no loss scaling: a non-finite gradient stops
  *     training with VKT_ERR_NUMERIC naming the update;
  *   - ranks on different kinds of device (name, driver) round differently,

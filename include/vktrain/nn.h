@@ -108,7 +108,8 @@ VKT_API uint64_t vkt_model_num_params(const vkt_model *m);
 /* Parameters (fp32 master weights; setting them also sets the f16/bf16
  * compute copy; VKT_ERR_INVALID_USAGE from get while an engine has sharded
  * the master weights across ranks: use vkt_engine_get_params) and
- * gradients (converted to fp32) as one dense
+ * gradients (converted to fp32; VKT_ERR_INVALID_USAGE once an engine's
+ * ZeRO-2 keeps only this rank's shard of them) as one dense
  * array of vkt_model_num_params floats in state_dict order, padding
  * removed. Blocking. */
 VKT_API vkt_status vkt_model_get_params(vkt_model *m, float *out);

@@ -13,6 +13,11 @@ void vkt_model_destroy(vkt_model *m)
     vkt_free(m->bwd);
     vkt_free(m->bucket_ends);
     vkt_free(m->bucket_seg);
+    vkt_free(m->bucket_first_seg);
+    vkt_free(m->bucket_slot);
+    vkt_free(m->seg_wait);
+    for (uint32_t k = 0; k < m->cap_slots; k++) vkt_buffer_destroy(m->slots[k]);
+    vkt_free(m->slots);
     vkt_stream_destroy(m->zero);
     vkt_stream_destroy(m->opt_stream);
     vkt_stream_destroy(m->sumsq_stream);
@@ -148,23 +153,35 @@ vkt_status vkt_model_set_loss_scale(vkt_model *m, float scale)
     return VKT_OK;
 }
 
-vkt_status vkt_model_backward_submit(vkt_model *m, vkt_timeline *tl, uint64_t base)
+vkt_status vkt__nn_backward_submit(vkt_model *m, vkt_timeline *tl, uint64_t base,
+                                   vkt_timeline *slot_tl, uint64_t slot_base)
 {
     VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_backward: model is NULL");
     VKT_FAIL_IF(!m->have_forward, VKT_ERR_INVALID_USAGE,
                 "vkt_model_backward: no forward pass to go back through; call "
                 "vkt_model_forward first");
+    VKT_FAIL_IF(m->slot_mode && !slot_tl, VKT_ERR_INVALID_USAGE,
+                "vkt_model_backward: this model's gradients go through the engine's slots "
+                "(ZeRO-2); train it with vkt_engine_backward");
     if (m->rec_denominator != m->cur_denominator || m->rec_loss_scale != m->loss_scale)
         VKT_CHECK(vkt__nn_record_backward(m, m->cur_denominator));
     m->have_forward = false;
     for (uint32_t i = 0; i < m->nseg; i++) {
         vkt_sync_point sig = {tl, base + i + 1};
+        vkt_sync_point wait = {slot_tl, slot_base + (m->slot_mode ? m->seg_wait[i] : 0)};
         vkt_submit_opts o = VKT_SUBMIT_OPTS_INIT;
         o.signals = &sig;
         o.signal_count = tl ? 1 : 0;
+        o.waits = &wait;
+        o.wait_count = m->slot_mode && m->seg_wait[i] ? 1 : 0;
         VKT_CHECK(vkt_stream_submit(m->bwd[i], &o));
     }
     return VKT_OK;
+}
+
+vkt_status vkt_model_backward_submit(vkt_model *m, vkt_timeline *tl, uint64_t base)
+{
+    return vkt__nn_backward_submit(m, tl, base, NULL, 0);
 }
 
 vkt_status vkt_model_backward_wait(vkt_model *m)
@@ -198,7 +215,7 @@ void vkt_model_memory_report(const vkt_model *m, vkt_model_memory *out)
     uint64_t es = vkt_dtype_size(m->dtype);
     *out = (vkt_model_memory){
         .params = m->master_len * 4 + (m->copy != m->master ? m->padded * es : 0),
-        .grads = m->padded * es,
+        .grads = (m->grad_len + m->slot_len) * es,
         .optimizer = ((m->opt_m ? 1 : 0) + (m->opt_v ? 1 : 0)) * (m->shard_hi - m->shard_lo) * 4,
         .activations_planned = m->arena_bytes,
         .activations_naive = m->arena_naive,

@@ -129,6 +129,23 @@ struct vkt_model {
     uint64_t *bucket_ends;        /* gradient buckets (vkt_model_set_grad_buckets) */
     uint32_t nbuckets;
     uint32_t *bucket_seg;         /* per bucket: the segment that finalises it */
+    /* Gradient slots (ZeRO-2, vkt__nn_set_grad_slots): the backward writes
+     * each bucket's gradients into one of nslots slot buffers (at its offset
+     * minus the bucket's start) instead of a whole-size buffer, and grads
+     * holds only flat elements [grad_lo, grad_lo + grad_len): the owner's
+     * shard, into which the engine accumulates the reduce-scattered slots.
+     * Without slots grad_lo = 0 and grad_len = padded. */
+    bool slot_mode;
+    uint64_t grad_lo, grad_len;
+    vkt_buffer **slots;
+    uint32_t nslots, cap_slots;
+    uint64_t slot_len;            /* elements of all slots (each: its longest bucket) */
+    uint32_t *bucket_slot;        /* per bucket: its slot */
+    uint32_t *bucket_first_seg;   /* per bucket: the segment that writes it first */
+    /* Per segment: how many slot releases (in release order: by finalising
+     * segment, then bucket) must have happened before it may start, because
+     * it reuses a slot; 0: none. */
+    uint32_t *seg_wait;
     float loss_scale, rec_loss_scale; /* current, and recorded into the backward */
     uint64_t rec_denominator;     /* loss denominator the backward was recorded with */
     uint64_t cur_denominator;     /* of the last forward */
@@ -179,5 +196,20 @@ vkt_status vkt__nn_set_shard(vkt_model *m, uint64_t lo, uint64_t hi, bool shard_
 /* buckets.c: where backward segments end (seg_end[node], one per node) and
  * which segment finalises each bucket (sets m->nseg, m->bucket_seg). */
 vkt_status vkt__nn_plan_segments(vkt_model *m, bool *seg_end);
+/* buckets.c: gradient slots. Every bucket must hold whole parameters; the
+ * gradient buffer shrinks to [lo, hi) (the engine's shard). Before the
+ * first backward; the slots are made when the backward is recorded. */
+vkt_status vkt__nn_set_grad_slots(vkt_model *m, uint64_t lo, uint64_t hi);
+/* buckets.c: after planning segments, give each bucket a slot (a slot is
+ * reused only by a bucket whose first segment comes at least two segments
+ * after its previous bucket was finalised, so one segment overlaps the
+ * reduction) and size the slot buffers. */
+vkt_status vkt__nn_assign_slots(vkt_model *m);
+/* buckets.c: the bucket holding flat element at (slot mode). */
+uint32_t vkt__nn_bucket_of(const vkt_model *m, uint64_t at);
+/* model.c: submit the backward; in slot mode segment k first waits for
+ * slot_tl >= slot_base + seg_wait[k] (the engine signals releases). */
+vkt_status vkt__nn_backward_submit(vkt_model *m, vkt_timeline *tl, uint64_t base,
+                                   vkt_timeline *slot_tl, uint64_t slot_base);
 
 #endif

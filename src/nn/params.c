@@ -43,6 +43,8 @@ vkt_status vkt__nn_params_layout(vkt_model *m)
         memcpy(m->param_names[i], m->g.t[m->param_ids[i]].name, sizeof m->param_names[i]);
     m->master_lo = 0;
     m->master_len = m->padded;
+    m->grad_lo = 0;
+    m->grad_len = m->padded;
     VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, m->padded * 4, &m->master));
     uint64_t es = vkt_dtype_size(m->dtype);
     if (m->dtype == VKT_DTYPE_F32) m->copy = m->master;
@@ -144,6 +146,9 @@ static vkt_status transfer(vkt_model *m, vkt_buffer *buf, float *host, bool to_h
                 VKT_ERR_INVALID_USAGE,
                 "model: this rank holds only its shard of the fp32 master weights (ZeRO); "
                 "use vkt_engine_get_params");
+    VKT_FAIL_IF(buf == m->grads && m->slot_mode, VKT_ERR_INVALID_USAGE,
+                "model: this rank holds only its shard of the gradients (ZeRO-2); read them "
+                "before the engine shards them");
     float *pad = vkt_calloc(m->padded, sizeof *pad);
     VKT_FAIL_IF(!pad, VKT_ERR_NOMEM, "model: out of host memory");
     vkt_dtype t = buf == m->grads ? m->dtype : VKT_DTYPE_F32;

@@ -21,7 +21,15 @@ static vkt_tref grad_view(const vkt_model *m, uint32_t id)
 {
     if (id == VKT_NN_NONE) return (vkt_tref){NULL, 0};
     const nn_tensor *t = &m->g.t[id];
-    if (t->kind == T_PARAM) return (vkt_tref){m->grads, t->offset * vkt_dtype_size(t->dtype)};
+    uint64_t es = vkt_dtype_size(t->dtype);
+    if (t->kind == T_PARAM && m->slot_mode && !m->bucket_slot) /* a forward: unused */
+        return (vkt_tref){m->grads, 0};
+    if (t->kind == T_PARAM && m->slot_mode) { /* its bucket's slot */
+        uint32_t b = vkt__nn_bucket_of(m, t->offset);
+        uint64_t lo = b ? m->bucket_ends[b - 1] : 0;
+        return (vkt_tref){m->slots[m->bucket_slot[b]], (t->offset - lo) * es};
+    }
+    if (t->kind == T_PARAM) return (vkt_tref){m->grads, (t->offset - m->grad_lo) * es};
     return t->grad == VKT_NN_NONE ? (vkt_tref){NULL, 0} : view(m, t->grad);
 }
 
@@ -227,6 +235,30 @@ static vkt_status segment_streams(vkt_model *m, uint32_t n)
     return VKT_OK;
 }
 
+/* Zero n elements at element `at` of buf, window by window. */
+static vkt_status zero_range(vkt_model *m, vkt_stream *s, vkt_buffer *buf, uint64_t at,
+                             uint64_t n)
+{
+    uint64_t w = vkt__nn_param_window(m), es = vkt_dtype_size(m->dtype);
+    for (uint64_t k = 0; k < n; k += w)
+        VKT_CHECK(vkt_op_zero(m->ops, s, (vkt_tref){buf, (at + k) * es}, m->dtype,
+                              n - k < w ? n - k : w));
+    return VKT_OK;
+}
+
+/* Slot mode: at the start of segment seg, zero the slots of the buckets it
+ * writes first (backward accumulates into them). */
+static vkt_status zero_slots(vkt_model *m, vkt_stream *s, uint32_t seg)
+{
+    if (!m->slot_mode) return VKT_OK;
+    for (uint32_t b = 0; b < m->nbuckets; b++) {
+        if (m->bucket_first_seg[b] != seg) continue;
+        uint64_t lo = b ? m->bucket_ends[b - 1] : 0;
+        VKT_CHECK(zero_range(m, s, m->slots[m->bucket_slot[b]], 0, m->bucket_ends[b] - lo));
+    }
+    return vkt_stream_barrier(s);
+}
+
 /* Backward in reverse node order, one stream per segment (buckets.c says
  * where segments end). The loss gradient is scale = loss_scale / den. */
 vkt_status vkt__nn_record_backward(vkt_model *m, uint64_t den)
@@ -237,10 +269,12 @@ vkt_status vkt__nn_record_backward(vkt_model *m, uint64_t den)
     vkt_status st = zeroed && seg_end ? VKT_OK
                                       : VKT_ERROR(VKT_ERR_NOMEM, "model: out of host memory");
     if (st == VKT_OK) st = vkt__nn_plan_segments(m, seg_end);
+    if (st == VKT_OK && m->slot_mode) st = vkt__nn_assign_slots(m);
     if (st == VKT_OK) st = segment_streams(m, m->nseg);
     float scale = (float)((double)m->loss_scale / (double)den);
     uint32_t seg = 0;
     if (st == VKT_OK) st = vkt_stream_begin(m->bwd[0]);
+    if (st == VKT_OK) st = zero_slots(m, m->bwd[0], 0);
     for (uint32_t i = m->g.nn; i-- > 0 && st == VKT_OK;) {
         vkt_stream *s = m->bwd[seg];
         st = zero_first_writes(m, s, &m->g.n[i], zeroed);
@@ -249,6 +283,7 @@ vkt_status vkt__nn_record_backward(vkt_model *m, uint64_t den)
         if (st == VKT_OK && seg_end[i]) {
             st = vkt_stream_end(s);
             if (st == VKT_OK && ++seg < m->nseg) st = vkt_stream_begin(m->bwd[seg]);
+            if (st == VKT_OK && seg < m->nseg) st = zero_slots(m, m->bwd[seg], seg);
         }
     }
     vkt_free(zeroed);
@@ -264,9 +299,6 @@ vkt_status vkt__nn_record_zero(vkt_model *m)
 {
     if (!m->zero) VKT_CHECK(vkt_stream_create(m->dev, &m->zero));
     VKT_CHECK(vkt_stream_begin(m->zero));
-    uint64_t w = vkt__nn_param_window(m), es = vkt_dtype_size(m->dtype);
-    for (uint64_t at = 0; at < m->padded; at += w)
-        VKT_CHECK(vkt_op_zero(m->ops, m->zero, (vkt_tref){m->grads, at * es}, m->dtype,
-                              m->padded - at < w ? m->padded - at : w));
+    VKT_CHECK(zero_range(m, m->zero, m->grads, 0, m->grad_len ? m->grad_len : 64));
     return vkt_stream_end(m->zero);
 }

@@ -70,17 +70,17 @@ vkt_status vkt__nn_optim_prepare(vkt_model *m, const vkt_optim_opts *o)
 static vkt_status record_window(vkt_model *m, const vkt_optim_opts *o, uint64_t at, uint64_t n)
 {
     uint64_t es = vkt_dtype_size(m->dtype), st = (at - m->shard_lo) * 4;
-    uint64_t pa = (at - m->master_lo) * 4;
+    uint64_t pa = (at - m->master_lo) * 4, ga = (at - m->grad_lo) * es;
     vkt_tref copy = {m->copy != m->master ? m->copy : NULL, at * es};
     if (o->type == VKT_OPTIM_SGD) {
-        vkt_sgd_args a = {.params = {m->master, pa}, .grads = {m->grads, at * es},
+        vkt_sgd_args a = {.params = {m->master, pa}, .grads = {m->grads, ga},
                           .momentum_buf = {m->opt_m, st}, .copy = copy,
                           .hyper = {m->hyper, 0}, .dtype = m->dtype, .n = n,
                           .momentum = o->momentum, .weight_decay = o->weight_decay,
                           .nesterov = o->nesterov};
         return vkt_op_sgd(m->ops, m->opt_stream, &a);
     }
-    vkt_adam_args a = {.params = {m->master, pa}, .grads = {m->grads, at * es},
+    vkt_adam_args a = {.params = {m->master, pa}, .grads = {m->grads, ga},
                        .m = {m->opt_m, st}, .v = {m->opt_v, st}, .copy = copy,
                        .hyper = {m->hyper, 0}, .dtype = m->dtype, .n = n, .beta1 = o->beta1,
                        .beta2 = o->beta2, .eps = o->eps, .weight_decay = o->weight_decay,
@@ -151,7 +151,8 @@ static vkt_status record_sumsq(vkt_model *m, uint64_t w, uint32_t per, uint32_t 
         next = (at / w + 1) * w < m->shard_hi ? (at / w + 1) * w : m->shard_hi;
         VKT_CHECK(vkt_op_grad_sumsq(m->ops, m->sumsq_stream,
                                     (vkt_tref){m->sumsq_partials, (uint64_t)k * per * 4},
-                                    (vkt_tref){m->grads, at * es}, m->dtype, next - at, 1.0f));
+                                    (vkt_tref){m->grads, (at - m->grad_lo) * es}, m->dtype,
+                                    next - at, 1.0f));
     }
     VKT_CHECK(vkt_stream_end(m->sumsq_stream));
     m->sumsq_recorded = true;

@@ -14,11 +14,16 @@ void vkt_engine_destroy(vkt_engine *e)
     if (e->sync_started)
         for (uint32_t b = 0; b < e->nbuckets; b++)
             if (e->reqs[b]) vkt_comm_wait(e->reqs[b]);
+    uint64_t v = 0;
+    if (e->slot_tl && vkt_timeline_value(e->slot_tl, &v) == VKT_OK) /* free waiting segments */
+        vkt_timeline_signal(e->slot_tl, v + (1ull << 40));
     if (e->model) {
         vkt_model_backward_wait(e->model); /* no segment may still signal */
-        vkt_model_set_grad_buckets(e->model, 0, NULL);
+        if (!e->slots) vkt_model_set_grad_buckets(e->model, 0, NULL);
     }
     vkt_timeline_destroy(e->timeline);
+    vkt_timeline_destroy(e->slot_tl);
+    vkt_free(e->post_order);
     vkt_free(e->bucket_ends);
     vkt_free(e->bucket_counts);
     vkt_free(e->reqs);
@@ -259,7 +264,7 @@ vkt_status vkt_engine_backward(vkt_engine *e)
                 "reduced; call vkt_engine_step before the next forward/backward");
     e->have_forward = false;
     if (e->fp16) VKT_CHECK(vkt_model_set_loss_scale(e->model, (float)e->scaler.scale));
-    if (!vkt_engine_is_boundary(e)) return vkt_model_backward(e->model); /* no_sync */
+    if (!vkt_engine_is_boundary(e)) return vkt__engine_backward_local(e);
     VKT_CHECK(vkt__engine_backward_sync(e));
     e->boundary_backward = true;
     return VKT_OK;
@@ -318,6 +323,7 @@ static vkt_status update(vkt_engine *e)
         if (e->stage > 0) VKT_CHECK(vkt__engine_gather(e, e->model->copy, e->model->dtype));
         e->sched_iter++;
     }
+    e->acc_fresh = true;
     return vkt_model_zero_grad(e->model);
 }
 

@@ -305,5 +305,6 @@ out:
         st = VKT_ERROR(VKT_ERR_IO, "vkt_engine_load: another rank could not load %s (see its "
                                    "error)", path);
     if (st == VKT_OK) st = vkt_model_zero_grad(m);
+    e->acc_fresh = true;
     return st;
 }

@@ -47,6 +47,19 @@ struct vkt_engine {
     double t0, backward_s;
     vkt_bucket_timing *timings;
     void *grads_stage; /* host copy of the gradients when not mapped */
+    /* ZeRO-2 gradient slots (world > 1): the backward of every micro-batch
+     * writes each bucket into a slot of the model; the bucket is
+     * reduce-scattered out of it, and this rank's part accumulated into its
+     * gradient shard (acc: the mapped shard, or grads_stage uploaded after
+     * the last bucket). Releasing a slot signals slot_tl, which the backward
+     * segments that reuse it wait for. */
+    bool slots;
+    vkt_timeline *slot_tl;
+    uint64_t slot_base;     /* slot_tl at the start of this backward */
+    uint32_t released;      /* buckets released in this backward */
+    uint32_t *post_order;   /* buckets in the order their reductions started */
+    uint32_t posted;
+    bool acc_fresh;         /* the shard holds no accumulation yet: copy, not add */
 };
 
 /* engine_sync.c: gradient buckets and their reduction */
@@ -61,6 +74,10 @@ vkt_status vkt__engine_backward_sync(vkt_engine *e);
 vkt_status vkt__engine_finish_sync(vkt_engine *e);
 /* Seconds on a monotonic clock. */
 double vkt__engine_now(void);
+/* The backward of a micro-batch that is not a boundary: in slot mode its
+ * gradients are reduced right away (DeepSpeed's stage 2 reduces every
+ * micro-batch); otherwise they accumulate locally (no_sync). */
+vkt_status vkt__engine_backward_local(vkt_engine *e);
 /* All-gather the updated shards of buf (elements of dtype t). */
 vkt_status vkt__engine_gather(vkt_engine *e, vkt_buffer *buf, vkt_dtype t);
 

@@ -8,22 +8,59 @@
  * layers overlaps the backward of the first ones. On devices whose gradient
  * buffer the host cannot map (discrete GPUs) the gradients are downloaded
  * after the backward and reduced without overlap (a staging copy per
- * segment is future work). */
+ * segment is future work).
+ *
+ * ZeRO-2 (world > 1) goes through gradient slots instead of a whole-size
+ * gradient buffer: every micro-batch's backward writes each bucket into one
+ * of the model's slots; when the bucket's segment is done it is
+ * reduce-scattered out of the slot (counts: the bucket's overlap with each
+ * rank's shard), and "releasing" it waits for that, adds this rank's part
+ * into the gradient shard on the host (copies it for the first micro-batch
+ * after an update) and signals slot_tl, on which the segments that reuse
+ * the slot wait. Releases go in posting order; a segment only needs
+ * releases of buckets finalised at least two segments earlier, so the
+ * engine thread never waits for something it has not started. */
 #include <math.h>
 #include <string.h>
 #include <time.h>
 
 #include "train/engine_int.h"
 
+/* ZeRO-2 with slots: buckets of whole parameters (each parameter's
+ * gradient is one view into one slot), as many consecutive parameters as
+ * fit in size elements (at least one), each bucket reaching to the next
+ * one's first parameter; at most one binding window each unless a single
+ * parameter with its padding is longer. */
+static uint32_t param_buckets(const vkt_engine *e, uint64_t size, uint64_t *ends)
+{
+    const vkt_model *m = e->model;
+    uint64_t w = vkt__nn_param_window(m);
+    if (size > w) size = w;
+    uint32_t n = 0;
+    for (uint32_t p = 0; p < m->nparams;) {
+        uint64_t lo = m->g.t[m->param_ids[p]].offset;
+        uint32_t q = p + 1;
+#define START(k) ((k) < m->nparams ? m->g.t[m->param_ids[k]].offset : m->padded)
+        while (q < m->nparams && START(q + 1) - lo <= size) q++;
+        ends[n++] = START(q);
+#undef START
+        p = q;
+    }
+    return n;
+}
+
 /* Buckets of reduce_bucket_size elements, cut on the flat buffer. Under
  * ZeRO-2 a bucket is also cut where a shard ends, so its reduce-scatter
- * gives each owner whole pieces. */
+ * gives each owner whole pieces; with slots (world > 1) buckets hold whole
+ * parameters instead and their reduce-scatter counts follow the shards. */
 vkt_status vkt__engine_buckets(vkt_engine *e)
 {
     vkt_model *m = e->model;
     uint64_t size = e->cfg->zero.reduce_bucket_size;
     if (size < 64) size = 64;
+    e->slots = e->stage == 2 && e->comm && e->world > 1;
     uint64_t cap = m->padded / size + 2 + (uint64_t)e->world;
+    if (e->slots) cap = m->nparams + 1;
     VKT_FAIL_IF(cap > VKT_ENGINE_MAX_BUCKETS, VKT_ERR_INVALID_ARG,
                 "zero_optimization.reduce_bucket_size = %llu makes more than %u buckets for "
                 "%llu parameters; use a larger bucket size",
@@ -35,7 +72,8 @@ vkt_status vkt__engine_buckets(vkt_engine *e)
     VKT_FAIL_IF(!e->bucket_ends || !e->reqs || !e->bucket_counts, VKT_ERR_NOMEM,
                 "engine: out of host memory");
     uint32_t n = 0;
-    for (uint64_t at = 0; at < m->padded;) {
+    if (e->slots) n = param_buckets(e, size, e->bucket_ends);
+    for (uint64_t at = e->slots ? m->padded : 0; at < m->padded;) {
         uint64_t end = at + size < m->padded ? at + size : m->padded;
         if (e->stage == 2) /* do not cross a shard boundary */
             for (uint64_t s = 0, lo = 0; s < (uint64_t)e->world; lo += e->shard_counts[s++])
@@ -54,9 +92,16 @@ vkt_status vkt__engine_buckets(vkt_engine *e)
             e->timings[b].count = e->bucket_ends[b] - e->timings[b].first;
         }
     }
+    if (e->slots) {
+        VKT_CHECK(vkt__nn_set_grad_slots(m, e->shard_lo, e->shard_hi));
+        e->post_order = vkt_malloc(n * sizeof *e->post_order);
+        VKT_FAIL_IF(!e->post_order, VKT_ERR_NOMEM, "engine: out of host memory");
+        VKT_CHECK(vkt_timeline_create(m->dev, 0, &e->slot_tl));
+        e->acc_fresh = true;
+    }
     e->grads_host = vkt_buffer_host_ptr(m->grads);
     if (!e->grads_host) {
-        e->grads_stage = vkt_malloc(m->padded * vkt_dtype_size(m->dtype));
+        e->grads_stage = vkt_malloc((m->grad_len ? m->grad_len : 1) * vkt_dtype_size(m->dtype));
         VKT_FAIL_IF(!e->grads_stage, VKT_ERR_NOMEM, "engine: out of host memory");
     }
     return vkt_timeline_create(m->dev, 0, &e->timeline);
@@ -68,7 +113,7 @@ static vkt_status post_bucket(vkt_engine *e, char *base, uint32_t b)
     vkt_model *m = e->model;
     uint64_t lo = b ? e->bucket_ends[b - 1] : 0, hi = e->bucket_ends[b];
     size_t es = vkt_dtype_size(m->dtype);
-    char *p = base + lo * es;
+    char *p = e->slots ? vkt_buffer_host_ptr(m->slots[m->bucket_slot[b]]) : base + lo * es;
     if (e->stage < 2)
         return vkt_comm_allreduce_async(e->comm, p, p, hi - lo, m->dtype, VKT_REDOP_SUM,
                                         &e->reqs[b]);
@@ -125,10 +170,100 @@ static vkt_status wait_segment(vkt_engine *e, uint64_t v)
     }
 }
 
+/* dst[i] (+)= src[i] for n elements of dtype t, host side. */
+static void accumulate(vkt_dtype t, void *dst, const void *src, uint64_t n, bool copy)
+{
+    size_t es = vkt_dtype_size(t);
+    if (copy) {
+        memcpy(dst, src, n * es);
+        return;
+    }
+    if (t == VKT_DTYPE_F32) {
+        float *d = dst;
+        const float *s = src;
+        for (uint64_t i = 0; i < n; i++) d[i] += s[i];
+        return;
+    }
+    float a[256], b[256];
+    for (uint64_t i = 0; i < n; i += 256) {
+        size_t k = n - i < 256 ? (size_t)(n - i) : 256;
+        vkt__dtype_to_f32(t, a, (char *)dst + i * es, k);
+        vkt__dtype_to_f32(t, b, (const char *)src + i * es, k);
+        for (size_t j = 0; j < k; j++) a[j] += b[j];
+        vkt__dtype_from_f32(t, (char *)dst + i * es, a, k);
+    }
+}
+
+/* Slot mode: wait for the next reduction in posting order, add this
+ * rank's part into the gradient shard and let the slot go. */
+static vkt_status release_next(vkt_engine *e)
+{
+    vkt_model *m = e->model;
+    VKT_FAIL_IF(e->released >= e->posted, VKT_ERR_INTERNAL,
+                "engine: slot release %u before its bucket's reduction started", e->released);
+    uint32_t b = e->post_order[e->released];
+    vkt_status st = vkt_comm_wait(e->reqs[b]);
+    e->reqs[b] = NULL;
+    if (e->timing && e->timings[b].end_s == 0) e->timings[b].end_s = vkt__engine_now() - e->t0;
+    if (st != VKT_OK) return vkt__error_context(st, "engine: gradient reduce-scatter");
+    uint64_t lo = b ? e->bucket_ends[b - 1] : 0, hi = e->bucket_ends[b];
+    uint64_t a = lo > e->shard_lo ? lo : e->shard_lo, z = hi < e->shard_hi ? hi : e->shard_hi;
+    size_t es = vkt_dtype_size(m->dtype);
+    if (z > a) {
+        char *acc = e->grads_host ? e->grads_host : e->grads_stage;
+        const char *slot = vkt_buffer_host_ptr(m->slots[m->bucket_slot[b]]);
+        accumulate(m->dtype, acc + (a - e->shard_lo) * es, slot + (a - lo) * es, z - a,
+                   e->acc_fresh);
+    }
+    e->released++;
+    return vkt_timeline_signal(e->slot_tl, e->slot_base + e->released);
+}
+
+/* Slot mode: submit every segment (those reusing a slot wait on slot_tl),
+ * then per segment: release the slots it needs, wait for it, start the
+ * reduce-scatter of the buckets it finalised. */
+static vkt_status backward_slots(vkt_engine *e)
+{
+    vkt_model *m = e->model;
+    uint64_t base = e->timeline_base;
+    e->timeline_base += e->nbuckets + 1;
+    e->released = e->posted = 0;
+    VKT_CHECK(vkt__nn_backward_submit(m, e->timeline, base, e->slot_tl, e->slot_base));
+    uint32_t nseg = vkt_model_backward_segments(m);
+    e->sync_started = true;
+    for (uint32_t s = 0; s < nseg; s++) {
+        while (e->released < m->seg_wait[s]) VKT_CHECK(release_next(e));
+        vkt_status st = wait_segment(e, base + s + 1);
+        if (st != VKT_OK) return vkt__error_context(st, "engine: backward segment %u", s);
+        double now = vkt__engine_now() - e->t0;
+        for (uint32_t b = 0; b < e->nbuckets; b++) {
+            if (m->bucket_seg[b] != s) continue;
+            if (e->timing) e->timings[b].ready_s = now;
+            VKT_CHECK(post_bucket(e, NULL, b));
+            e->post_order[e->posted++] = b;
+        }
+    }
+    e->backward_s = vkt__engine_now() - e->t0;
+    return vkt_model_backward_wait(m);
+}
+
+vkt_status vkt__engine_backward_local(vkt_engine *e)
+{
+    if (!e->slots) return vkt_model_backward(e->model); /* no_sync */
+    VKT_CHECK(vkt__engine_backward_sync(e));
+    return vkt__engine_finish_sync(e);
+}
+
 vkt_status vkt__engine_backward_sync(vkt_engine *e)
 {
     vkt_model *m = e->model;
     if (!e->comm || e->world == 1) return vkt_model_backward(m);
+    if (e->slots) {
+        e->t0 = vkt__engine_now();
+        if (e->timing)
+            for (uint32_t b = 0; b < e->nbuckets; b++) e->timings[b].ready_s = e->timings[b].end_s = 0;
+        return backward_slots(e);
+    }
     e->t0 = vkt__engine_now();
     if (e->timing)
         for (uint32_t b = 0; b < e->nbuckets; b++) e->timings[b].ready_s = e->timings[b].end_s = 0;
@@ -170,11 +305,45 @@ vkt_status vkt__engine_backward_sync(vkt_engine *e)
     return vkt_model_backward_wait(m);
 }
 
+/* Slot mode: release the rest, keep slot_tl's count in step (also after
+ * an error, so the next backward's waits stay meaningful) and upload the
+ * shard where it is not mapped. */
+static vkt_status finish_slots(vkt_engine *e)
+{
+    vkt_model *m = e->model;
+    vkt_status first = VKT_OK;
+    if (e->timing) poll_done(e);
+    while (e->released < e->posted) {
+        vkt_status st = release_next(e);
+        if (st != VKT_OK) {
+            if (first == VKT_OK) first = st;
+            uint32_t b = e->post_order[e->released];
+            if (e->reqs[b]) vkt_comm_wait(e->reqs[b]);
+            e->reqs[b] = NULL;
+            e->released++;
+        }
+        if (e->timing) poll_done(e);
+    }
+    uint64_t target = e->slot_base + e->nbuckets, now = 0;
+    e->slot_base = target;
+    if (vkt_timeline_value(e->slot_tl, &now) == VKT_OK && now < target)
+        vkt_timeline_signal(e->slot_tl, target);
+    VKT_CHECK(first);
+    VKT_FAIL_IF(e->posted != e->nbuckets, VKT_ERR_INTERNAL,
+                "engine: %u of %u gradient buckets were reduced", e->posted, e->nbuckets);
+    e->acc_fresh = false;
+    if (!e->grads_host && m->grad_len)
+        VKT_CHECK(vkt_buffer_upload(m->grads, 0, e->grads_stage,
+                                    m->grad_len * vkt_dtype_size(m->dtype)));
+    return VKT_OK;
+}
+
 vkt_status vkt__engine_finish_sync(vkt_engine *e)
 {
     if (!e->sync_started) return VKT_OK;
     e->sync_started = false;
     vkt_status first = VKT_OK;
+    if (e->slots) return finish_slots(e);
     if (e->timing) { /* when did the rest finish? poll until all have */
         bool all;
         do {

@@ -6,6 +6,10 @@
  *   gradients;
  * - the GPT's tied wte (used by the first and the last node) is final only
  *   in the last segment;
+ * - gradient slots (ZeRO-2): a slot is reused only by a bucket first written
+ *   two segments after its previous bucket was final, the tied wte keeps
+ *   one slot for the whole backward, fewer slots than buckets, and each
+ *   slot's last bucket holds the same gradients as the whole-size buffer;
  * - loss scale 1024 gives exactly 1024× the gradients (powers of two scale
  *   exactly in binary floating point), grad_scale 1/1024 in the step undoes
  *   it exactly, Σg² matches the host, a NaN input makes Σg² not finite. */
@@ -13,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nn/nn_int.h"
 #include "test_gpu.h"
 
 static const uint32_t sizes[] = {12, 20, 16, 24, 5};
@@ -179,6 +184,100 @@ static void test_gpt_tied_weight(void **state)
     vkt_model_destroy(m);
 }
 
+static vkt_model *small_gpt(vkt_device *dev, uint32_t layers)
+{
+    vkt_gpt_opts o = VKT_GPT_OPTS_INIT;
+    o.vocab = 40;
+    o.context = 8;
+    o.layers = layers;
+    o.heads = 2;
+    o.channels = 16;
+    o.seed = 3;
+    vkt_model *m = NULL;
+    assert_vkt_ok(vkt_model_create_gpt(dev, &o, &m));
+    return m;
+}
+
+static void test_gpt_grad_slots(void **state)
+{
+    vkt_device *dev = *state;
+    vkt_model *ref = small_gpt(dev, 4), *m = small_gpt(dev, 4);
+    uint32_t np = vkt_model_param_count(m);
+    uint64_t *ends = malloc(np * sizeof *ends), flat = vkt_model_flat_size(m);
+    for (uint32_t i = 0; i + 1 < np; i++) {
+        vkt_param_info pi;
+        assert_vkt_ok(vkt_model_param_info(m, i + 1, &pi));
+        ends[i] = pi.offset;
+    }
+    ends[np - 1] = flat;
+    int32_t tok[2 * 8], lab[2 * 8];
+    for (int i = 0; i < 16; i++) {
+        tok[i] = (i * 5) % 40;
+        lab[i] = (i * 11 + 1) % 40;
+    }
+    vkt_batch b = {.size = 2, .tokens = tok, .labels = lab, .seq_len = 8};
+    /* the whole-size gradients */
+    float *want = malloc(flat * 4);
+    assert_vkt_ok(vkt_model_forward(ref, &b, NULL));
+    assert_vkt_ok(vkt_model_backward(ref));
+    assert_vkt_ok(vkt_buffer_download(ref->grads, 0, want, flat * 4));
+
+    assert_vkt_ok(vkt_model_set_grad_buckets(m, np, ends));
+    assert_vkt_ok(vkt__nn_set_grad_slots(m, 0, flat));
+    assert_vkt_ok(vkt_model_forward(m, &b, NULL));
+    /* a plain backward has no one to reduce the slots: refused */
+    assert_int_equal(vkt_model_backward(m), VKT_ERR_INVALID_USAGE);
+    assert_non_null(strstr(vkt_last_error(), "vkt_engine_backward"));
+    assert_vkt_ok(vkt_model_forward(m, &b, NULL));
+    vkt_timeline *tl, *slot_tl;
+    assert_vkt_ok(vkt_timeline_create(dev, 0, &tl));
+    assert_vkt_ok(vkt_timeline_create(dev, 1u << 20, &slot_tl)); /* every slot free */
+    assert_vkt_ok(vkt__nn_backward_submit(m, tl, 0, slot_tl, 0));
+    assert_vkt_ok(vkt_model_backward_wait(m));
+    uint32_t nb = m->nbuckets, nseg = m->nseg;
+    assert_int_equal(nb, np);
+    /* wte: written first by the head, final with the embedding */
+    assert_int_equal(m->bucket_first_seg[0], 0);
+    assert_int_equal(m->bucket_seg[0], nseg - 1);
+    assert_true(m->nslots >= 2);
+    assert_true(m->nslots < nb / 2);
+    uint32_t *last = malloc(m->nslots * sizeof *last);
+    for (uint32_t k = 0; k < m->nslots; k++) last[k] = UINT32_MAX;
+    uint64_t sum = 0;
+    for (uint32_t a = 0; a < nb; a++) {
+        uint32_t k = m->bucket_slot[a];
+        assert_true(k < m->nslots);
+        assert_true(m->bucket_first_seg[a] <= m->bucket_seg[a]);
+        if (last[k] == UINT32_MAX || m->bucket_first_seg[a] > m->bucket_first_seg[last[k]])
+            last[k] = a;
+        for (uint32_t c = a + 1; c < nb; c++)
+            if (m->bucket_slot[c] == k)
+                assert_true(m->bucket_seg[a] + 2 <= m->bucket_first_seg[c] ||
+                            m->bucket_seg[c] + 2 <= m->bucket_first_seg[a]);
+    }
+    for (uint32_t k = 0; k < m->nslots; k++) {
+        assert_true(last[k] != UINT32_MAX);
+        sum += vkt_buffer_size(m->slots[k]) / 4;
+        uint32_t a = last[k];
+        uint64_t lo = a ? ends[a - 1] : 0;
+        float *got = vkt_buffer_host_ptr(m->slots[k]);
+        assert_non_null(got);
+        assert_memory_equal(got, want + lo, (ends[a] - lo) * 4);
+    }
+    vkt_model_memory mem;
+    vkt_model_memory_report(m, &mem);
+    assert_int_equal(mem.grads, (flat + sum) * 4);
+    /* the whole-size gradient buffer cannot be read any more */
+    assert_int_equal(vkt_model_get_grads(m, want), VKT_ERR_INVALID_USAGE);
+    free(last);
+    free(want);
+    free(ends);
+    vkt_timeline_destroy(tl);
+    vkt_timeline_destroy(slot_tl);
+    vkt_model_destroy(m);
+    vkt_model_destroy(ref);
+}
+
 static void test_loss_scale_and_sumsq(void **state)
 {
     vkt_device *dev = *state;
@@ -235,6 +334,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mlp_segments),
         cmocka_unit_test(test_gpt_tied_weight),
+        cmocka_unit_test(test_gpt_grad_slots),
         cmocka_unit_test(test_loss_scale_and_sumsq),
     };
     return cmocka_run_group_tests(tests, tgpu_group_setup, tgpu_group_teardown);

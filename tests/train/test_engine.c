@@ -2,7 +2,9 @@
  * processes, lavapipe, shared memory and TCP) end with the same weights as
  * one process running the same global batch, with and without gradient
  * accumulation, for the MLP and the GPT, with gradient clipping on, and with
- * uneven per-rank micro-batches (vktrain.rank_batch).
+ * uneven per-rank micro-batches (vktrain.rank_batch). ZeRO-2 runs with
+ * gradient slots (each micro-batch's buckets reduce-scattered out of the
+ * slots and accumulated into the rank's gradient shard).
  *
  * Every configuration trains 10 updates; each rank writes its final fp32
  * weights to a file. The parent checks that all ranks hold bit-identical
@@ -50,6 +52,9 @@ static const config configs[] = {
     {"mlp-fp16-zero1", false, 1, 2, NULL, 0, VKT_DTYPE_F16},
     {"mlp-bf16-zero2", false, 2, 1, NULL, 0, VKT_DTYPE_BF16},
     {"gpt-bf16-ddp", true, 0, 1, NULL, 0, VKT_DTYPE_BF16},
+    /* ZeRO-2 accumulates each micro-batch's reduce-scattered slots into the
+     * shard on the host: in fp16 here, with the tied wte's slot */
+    {"gpt-fp16-zero2-gas2", true, 2, 2, NULL, 0, VKT_DTYPE_F16},
 };
 #define NCONFIGS (sizeof configs / sizeof configs[0])
 
