@@ -2,8 +2,9 @@
 # The whole test suite, as CI runs it: install what is missing, build with
 # warnings as errors, run the ctest label groups one after another (unit,
 # integration, slow: the long-compiling kernel variants), then the unit
-# tests again under ASan + UBSan. Prints each group's wall time and a
-# total; exits non-zero if anything failed.
+# tests again under ASan + UBSan, then the verbs tests in a soft-RoCE VM
+# (tools/rxe_vm.sh). Prints each group's wall time and a total; exits
+# non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -44,6 +45,19 @@ step "asan configure+build" bash -c \
      cmake --build --preset asan'
 if [[ ! " ${failed[*]} " =~ " asan configure+build " ]]; then
     step "asan ctest -L unit" ctest_label build-asan unit
+fi
+
+# Verbs (RDMA) tests run inside a soft-RoCE VM (tools/rxe_vm.sh), which is
+# built on first use; if it cannot be built, this step fails and says so.
+verbs_vm() {
+    if ! { tools/rxe_vm.sh deps && tools/rxe_vm.sh build; }; then
+        echo "verbs (VM): cannot build the soft-RoCE guest (see above): the verbs tests did NOT run" >&2
+        return 1
+    fi
+    tools/rxe_vm.sh run --share "$PWD" -- tests/transport/run_verbs_tests.sh build
+}
+if [[ ! " ${failed[*]} " =~ " configure+build " ]]; then
+    step "verbs (VM)" verbs_vm
 fi
 
 echo

@@ -102,6 +102,16 @@ extern const vkt_channel_ops vkt__tcp_channel;
  * a unix socket that also tells each side when the other dies. Data flows
  * from the connecting side to the accepting side only. Linux. */
 extern const vkt_channel_ops vkt__shm_channel;
+/* RDMA verbs (verbs_chan.c; verbs_stub.c without libibverbs-dev): an RC queue
+ * pair per link, RDMA writes with immediate into the receiver's registered
+ * ring, credits back; set up and watched over a tcp channel. Data flows from
+ * the connecting side to the accepting side only. Address "<dev>:<port>|<tcp>". */
+extern const vkt_channel_ops vkt__verbs_channel;
+/* 1 when verbs is built in and a device (VKT_IB_DEVICE, or any) has an
+ * ACTIVE port: backend auto then uses verbs between hosts. */
+int vkt__verbs_usable(void);
+/* One line per RDMA device port ("rxe0 port 1: PORT_ACTIVE, RoCE, mtu 1024"). */
+vkt_status vkt__verbs_describe(char *out, size_t cap);
 /* Text that is equal for two processes exactly when they can reach each
  * other's shm listeners (same kernel boot and network namespace). */
 vkt_status vkt__shm_host_id(char *buf, size_t cap);

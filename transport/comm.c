@@ -297,7 +297,7 @@ static vkt_status resolve_opts(const vkt_comm_opts *o, resolved *v)
                 "vkt_comm_create: rank %d of world size %d is invalid; set opts.rank and "
                 "opts.world_size (or RANK and WORLD_SIZE) with 0 <= rank < world_size",
                 v->rank, v->size);
-    VKT_FAIL_IF((unsigned)o->backend > VKT_COMM_BACKEND_GLOO, VKT_ERR_INVALID_ARG,
+    VKT_FAIL_IF((unsigned)o->backend > VKT_COMM_BACKEND_VERBS, VKT_ERR_INVALID_ARG,
                 "vkt_comm_create: unknown backend %d", (int)o->backend);
     if (o->backend == VKT_COMM_BACKEND_GLOO && !vkt__gloo_built()) {
         vkt__gloo *none = NULL; /* the stub's message says how to get Gloo */
@@ -320,16 +320,18 @@ static vkt_status resolve_opts(const vkt_comm_opts *o, resolved *v)
 
 /* What this rank listens on while the ring forms: one listener per kind. */
 typedef struct listeners {
-    vkt_chan_listener *tcp, *shm;
+    vkt_chan_listener *tcp, *shm, *verbs;
     char host_id[128]; /* "" when shared memory is unavailable */
 } listeners;
 
 /* Pick the channel kind for the link to rank peer from its published
- * addresses ("tcp=...\nshm=...\n"); *addr receives the chosen address. */
+ * addresses ("tcp=...\nshm=...\nverbs=...\n"); *addr receives the chosen
+ * address. Auto: shm on one host, verbs between hosts when both ranks have an
+ * active RDMA port (both published verbs=), else tcp. */
 vkt_status vkt__choose_kind(const vkt_comm *c, const char *host_id, char *pub, int peer,
                             const vkt_channel_ops **ops, const char **addr)
 {
-    char *tcp = strstr(pub, "tcp="), *shm = strstr(pub, "shm=");
+    char *tcp = strstr(pub, "tcp="), *shm = strstr(pub, "shm="), *verbs = strstr(pub, "verbs=");
     for (char *p = pub; (p = strchr(p, '\n'));) *p++ = '\0';
     size_t hl = strlen(host_id);
     int same_host = shm && hl && strncmp(shm + 4, host_id, hl) == 0 && shm[4 + hl] == '|';
@@ -338,6 +340,14 @@ vkt_status vkt__choose_kind(const vkt_comm *c, const char *host_id, char *pub, i
                     "rank must use the same backend", peer);
         *ops = &vkt__shm_channel;
         *addr = shm + 4;
+        return VKT_OK;
+    }
+    if (c->backend == VKT_COMM_BACKEND_VERBS ||
+        (c->backend == VKT_COMM_BACKEND_AUTO && verbs && c->lis_verbs)) {
+        VKT_FAIL_IF(!verbs, VKT_ERR_INVALID_USAGE, "rank %d offers no verbs address; every "
+                    "rank must use backend verbs", peer);
+        *ops = &vkt__verbs_channel;
+        *addr = verbs + 6;
         return VKT_OK;
     }
     VKT_FAIL_IF(!tcp, VKT_ERR_INVALID_USAGE, "rank %d offers no tcp address (backend shm?) "
@@ -357,10 +367,10 @@ typedef struct ring_links {
  * first one tells the link's kind: shm has one, tcp tcp_sockets sockets. */
 static vkt_status accept_prev(vkt_comm *c, const listeners *ls, ring_links *rl)
 {
-    vkt_chan_listener *l[2] = {ls->tcp, ls->shm};
-    const vkt_channel_ops *k[2] = {&vkt__tcp_channel, &vkt__shm_channel};
+    vkt_chan_listener *l[3] = {ls->tcp, ls->shm, ls->verbs};
+    const vkt_channel_ops *k[3] = {&vkt__tcp_channel, &vkt__shm_channel, &vkt__verbs_channel};
     int prev = (c->rank + c->size - 1) % c->size;
-    for (int i = 0; i < 2 && (!rl->want_from || rl->nfrom < rl->want_from); i++) {
+    for (int i = 0; i < 3 && (!rl->want_from || rl->nfrom < rl->want_from); i++) {
         int peer = -1;
         vkt_chan *ch = NULL;
         if (!l[i]) continue;
@@ -480,7 +490,17 @@ static vkt_status open_listeners(vkt_comm *c, const vkt_chan_config *cfg, const 
     char addr[VKT_CHAN_ADDR_MAX];
     size_t n = 0;
     pub[0] = '\0';
-    if (c->backend != VKT_COMM_BACKEND_TCP &&
+    if (c->backend == VKT_COMM_BACKEND_VERBS ||
+        (c->backend == VKT_COMM_BACKEND_AUTO && vkt__verbs_usable())) {
+        vkt_status st = vkt__verbs_channel.listen(cfg, host, &ls->verbs, addr, sizeof addr);
+        VKT_FAIL_IF(st != VKT_OK && c->backend == VKT_COMM_BACKEND_VERBS, st, "backend verbs: "
+                    "%s", vkt_last_error());
+        if (st == VKT_OK)
+            n += (size_t)snprintf(pub + n, cap - n, "verbs=%s\n", addr);
+        else
+            vkt_clear_error(); /* auto: tcp between hosts then */
+    }
+    if (c->backend != VKT_COMM_BACKEND_TCP && c->backend != VKT_COMM_BACKEND_VERBS &&
         vkt__shm_host_id(ls->host_id, sizeof ls->host_id) == VKT_OK &&
         vkt__shm_channel.listen(cfg, host, &ls->shm, addr, sizeof addr) == VKT_OK) {
         n += (size_t)snprintf(pub + n, cap - n, "shm=%s\n", addr);
@@ -489,7 +509,7 @@ static vkt_status open_listeners(vkt_comm *c, const vkt_chan_config *cfg, const 
         VKT_FAIL_IF(c->backend == VKT_COMM_BACKEND_SHM, VKT_ERR_UNSUPPORTED,
                     "backend shm: %s", vkt_last_error());
     }
-    if (c->backend != VKT_COMM_BACKEND_SHM) {
+    if (c->backend != VKT_COMM_BACKEND_SHM && c->backend != VKT_COMM_BACKEND_VERBS) {
         VKT_CHECK(vkt__tcp_channel.listen(cfg, host, &ls->tcp, addr, sizeof addr));
         n += (size_t)snprintf(pub + n, cap - n, "tcp=%s\n", addr);
     }
@@ -534,9 +554,10 @@ static vkt_status setup_ring(vkt_comm *c, const char *listen_host)
     char pub[2 * VKT_CHAN_ADDR_MAX + 300], next_pub[sizeof pub], key[64];
     size_t len = 0;
     int next = (c->rank + 1) % c->size;
-    listeners ls = {NULL, NULL, ""};
+    listeners ls = {NULL, NULL, NULL, ""};
     vkt_status st;
     VKT_CHECK_GOTO(st, open_listeners(c, &cfg, listen_host, &ls, pub, sizeof pub), out);
+    c->lis_verbs = ls.verbs; /* choose_kind asks whether this rank can do verbs */
     snprintf(key, sizeof key, "vkt/chan/%d", c->rank);
     VKT_CHECK_GOTO(st, vkt__store_set(c->store, key, pub, strlen(pub)), out);
     snprintf(key, sizeof key, "vkt/chan/%d", next);
@@ -554,6 +575,7 @@ out:
      * doubling), which are made on first use; destroy closes them. */
     c->lis_tcp = ls.tcp;
     c->lis_shm = ls.shm;
+    c->lis_verbs = ls.verbs;
     snprintf(c->host_id, sizeof c->host_id, "%s", ls.host_id);
     return st;
 }
@@ -683,6 +705,7 @@ void vkt_comm_destroy(vkt_comm *c)
     close_channels(c);
     vkt__tcp_channel.close_listener(c->lis_tcp);
     vkt__shm_channel.close_listener(c->lis_shm);
+    vkt__verbs_channel.close_listener(c->lis_verbs);
     vkt_free(c->p2p_to);
     vkt_free(c->p2p_from);
     vkt__gloo_destroy(c->gloo);

@@ -89,7 +89,7 @@ struct vkt_comm {
      * on first use: p2p_to[q] carries data to rank q, p2p_from[q] from it.
      * The ring's listeners stay open for them. */
     vkt_chan **p2p_to, **p2p_from;
-    vkt_chan_listener *lis_tcp, *lis_shm;
+    vkt_chan_listener *lis_tcp, *lis_shm, *lis_verbs;
     char host_id[128];
     const char *link_name;         /* kind of to_next, kept after a failure */
     vkt__gloo *gloo;               /* backend gloo with 2+ ranks: runs every collective */

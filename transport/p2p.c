@@ -78,13 +78,13 @@ static vkt_status connect_to(vkt_comm *c, int peer, vkt_chan **out)
 /* Accept on both listeners until the link from peer is here. */
 static vkt_status accept_from(vkt_comm *c, int peer)
 {
-    vkt_chan_listener *l[2] = {c->lis_tcp, c->lis_shm};
-    const vkt_channel_ops *k[2] = {&vkt__tcp_channel, &vkt__shm_channel};
+    vkt_chan_listener *l[3] = {c->lis_tcp, c->lis_shm, c->lis_verbs};
+    const vkt_channel_ops *k[3] = {&vkt__tcp_channel, &vkt__shm_channel, &vkt__verbs_channel};
     double deadline = vkt__now() + c->timeout_s;
     int backoff = 1;
     while (!c->p2p_from[peer]) {
         int got = 0;
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < 3; i++) {
             vkt_chan *ch = NULL;
             int q = -1;
             if (!l[i]) continue;
@@ -112,7 +112,7 @@ static vkt_status accept_from(vkt_comm *c, int peer)
 vkt_status vkt__p2p_link(vkt_comm *c, int peer, int sending, vkt_chan **out)
 {
     VKT_CHECK(tables(c));
-    VKT_FAIL_IF(!c->lis_tcp && !c->lis_shm, VKT_ERR_INTERNAL, "no listener for direct links");
+    VKT_FAIL_IF(!c->lis_tcp && !c->lis_shm && !c->lis_verbs, VKT_ERR_INTERNAL, "no listener for direct links");
     if (sending && !c->p2p_to[peer]) VKT_CHECK(connect_to(c, peer, &c->p2p_to[peer]));
     if (!sending && !c->p2p_from[peer]) VKT_CHECK(accept_from(c, peer));
     *out = sending ? c->p2p_to[peer] : c->p2p_from[peer];

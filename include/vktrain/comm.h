@@ -96,7 +96,8 @@ typedef enum vkt_redop {
 /* Which implementation moves the data. */
 typedef enum vkt_comm_backend {
     /* Per link: shm when the two ranks share a host (same kernel boot and
-     * network namespace), else tcp. */
+     * network namespace), else verbs when both have an active RDMA port,
+     * else tcp. */
     VKT_COMM_BACKEND_AUTO = 0,
     VKT_COMM_BACKEND_TCP = 1, /* ring over TCP channels only */
     /* Shared-memory ring buffers only (Linux); every rank on one host, else
@@ -122,7 +123,15 @@ typedef enum vkt_comm_backend {
      * connections but cannot wake a Gloo collective in flight: that one fails
      * by comm_timeout_s. vkt_comm_link returns "gloo". A build without
      * libgloo-dev returns VKT_ERR_UNSUPPORTED from vkt_comm_create. */
-    VKT_COMM_BACKEND_GLOO = 3
+    VKT_COMM_BACKEND_GLOO = 3,
+    /* RDMA verbs (libibverbs) on every link, also between ranks of one host:
+     * an RC queue pair per link on VKT_IB_DEVICE or the first device with an
+     * ACTIVE port (GID: VKT_IB_GID_INDEX, else the first RoCE v2 entry with an
+     * IPv4 address). Backend auto uses verbs between hosts when such a port
+     * exists. A build without libibverbs-dev, or a host without an active
+     * RDMA port, fails vkt_comm_create with VKT_ERR_UNSUPPORTED.
+     * vkt_comm_link returns "verbs". */
+    VKT_COMM_BACKEND_VERBS = 4
 } vkt_comm_backend;
 
 /* "sum", "avg", "max", "min"; "invalid" for an unknown value. Static storage. */

@@ -117,6 +117,24 @@ static json_t *device_json(const vkt_device_caps *c)
     return o;
 }
 
+#ifdef VKT_HAVE_ENGINE
+/* transport/verbs_chan.c (in libvktrain with the transport): one line per
+ * RDMA device port; VKT_ERR_UNSUPPORTED without libibverbs-dev. */
+vkt_status vkt__verbs_describe(char *out, size_t cap);
+
+/* RDMA devices for backend verbs, when libibverbs is built in. */
+static void print_rdma(void)
+{
+    char buf[2048];
+    vkt_status st = vkt__verbs_describe(buf, sizeof buf);
+    if (st == VKT_ERR_UNSUPPORTED && strstr(vkt_last_error(), "not built in")) return;
+    if (st != VKT_OK)
+        printf("RDMA devices (backend verbs): none usable: %s\n", vkt_last_error());
+    else
+        printf("RDMA devices (backend verbs):\n%s", buf[0] ? buf : "none\n");
+}
+#endif
+
 static int usage(FILE *f, int code)
 {
     fprintf(f, "usage: vktrain info [--json] [--shaders]\n\n"
@@ -171,6 +189,9 @@ int cmd_info(int argc, char **argv)
             for (uint32_t i = 0; i < vkt_shader_count(); i++) printf(" %s", vkt_shader_name(i));
             printf("\n");
         }
+#ifdef VKT_HAVE_ENGINE
+        print_rdma();
+#endif
     }
     vkt_free(caps);
     return 0;

@@ -13,7 +13,8 @@
 _Static_assert((int)VKT_CONFIG_BACKEND_AUTO == (int)VKT_COMM_BACKEND_AUTO &&
                    (int)VKT_CONFIG_BACKEND_TCP == (int)VKT_COMM_BACKEND_TCP &&
                    (int)VKT_CONFIG_BACKEND_SHM == (int)VKT_COMM_BACKEND_SHM &&
-                   (int)VKT_CONFIG_BACKEND_GLOO == (int)VKT_COMM_BACKEND_GLOO,
+                   (int)VKT_CONFIG_BACKEND_GLOO == (int)VKT_COMM_BACKEND_GLOO &&
+                   (int)VKT_CONFIG_BACKEND_VERBS == (int)VKT_COMM_BACKEND_VERBS,
                "vkt_config_backend mirrors vkt_comm_backend");
 
 #define NOLIMIT HUGE_VAL

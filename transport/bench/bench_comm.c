@@ -34,7 +34,7 @@
 #include "transport_int.h"
 
 #define MAX_SIZES 32
-#define MAX_BACKENDS 4
+#define MAX_BACKENDS 5
 #define MAX_RANKS 64
 #define MAX_ITERS 50
 #define MAX_ROUNDS 9
@@ -43,7 +43,7 @@
 enum { OP_ALLREDUCE, OP_REDUCE_SCATTER, OP_ALLGATHER, OP_BROADCAST, NOPS };
 static const char *const op_names[NOPS] = {"allreduce", "reduce_scatter", "allgather",
                                            "broadcast"};
-static const char *const backend_names[] = {"auto", "tcp", "shm", "gloo"};
+static const char *const backend_names[] = {"auto", "tcp", "shm", "gloo", "verbs"};
 
 typedef struct bench_cfg {
     int nranks, json, iters, rounds;
@@ -83,7 +83,7 @@ static void usage(FILE *f, const char *prog)
             "  --op LIST          allreduce,reduce_scatter,allgather,broadcast (default all)\n"
             "  --sizes LIST       buffer sizes with K/M/G suffixes (KiB..GiB), default\n"
             "                     4K,64K,1M,16M,64M,256M\n"
-            "  --backend LIST     auto,tcp,shm,gloo (default auto,tcp,gloo)\n"
+            "  --backend LIST     auto,tcp,shm,gloo,verbs (default auto,tcp,gloo)\n"
             "  --iters N          iterations per case (default: ~--budget s, 3..%d)\n"
             "  --budget S         seconds to spend per case (default 0.25)\n"
             "  --rounds N         repeat the backends in turn N times (1..%d, default 1) and\n"
@@ -134,10 +134,10 @@ static int add_op(bench_cfg *b, const char *s)
 
 static int add_backend(bench_cfg *b, const char *s)
 {
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         if (strcmp(s, backend_names[i]) == 0 && b->nbackends < MAX_BACKENDS)
             return b->backends[b->nbackends++] = (vkt_comm_backend)i, 0;
-    fprintf(stderr, "vkt-bench-comm: unknown backend '%s'; use auto, tcp, shm or gloo\n", s);
+    fprintf(stderr, "vkt-bench-comm: unknown backend '%s'; use auto, tcp, shm, gloo or verbs\n", s);
     return -1;
 }
 
