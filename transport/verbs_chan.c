@@ -942,7 +942,7 @@ static int verbs_poll_fds(const vkt_chan *ch, struct pollfd *p)
     short ev = (short)(c->sq || c->rq ? POLLIN : 0);
     p[0] = (struct pollfd){c->cc->fd, c->ready ? ev : 0, 0}; /* before: the answer on tcp */
     c->tcp->ops->poll_fds(c->tcp, p + 1);
-    p[1].events = ev;
+    p[1].events |= ev; /* keep the tcp channel's own (POLLOUT for a partial send) */
     return 2;
 }
 

@@ -201,8 +201,10 @@ vkt_status vkt_engine_create(const vkt_engine_opts *o, vkt_engine **out)
     VKT_CHECK_GOTO(st, check_agreement(e), fail); /* before the first collective on weights */
     VKT_CHECK_GOTO(st, broadcast_params(e), fail); /* while every rank holds all weights */
     VKT_CHECK_GOTO(st, make_shards(e), fail);
-    VKT_CHECK_GOTO(st, vkt__engine_buckets(e), fail);
+    /* the probe runs plain backwards: before the buckets (ZeRO-2's slot
+     * mode refuses them) */
     VKT_CHECK_GOTO(st, vkt__engine_probe_batches(e), fail);
+    VKT_CHECK_GOTO(st, vkt__engine_buckets(e), fail);
     VKT_CHECK_GOTO(st, vkt_model_zero_grad(e->model), fail);
     *out = e;
     return VKT_OK;
