@@ -222,6 +222,25 @@ static vkt_status release_next(vkt_engine *e)
 /* Slot mode: submit every segment (those reusing a slot wait on slot_tl),
  * then per segment: release the slots it needs, wait for it, start the
  * reduce-scatter of the buckets it finalised. */
+static vkt_status finish_slots(vkt_engine *e);
+
+/* An error inside the slot backward (a peer died, a wait timed out): end
+ * this reduction as finish_slots does after an error — every posted bucket
+ * waited for, slot_tl raised past every value a submitted segment waits on —
+ * then let the GPU finish, so no later call blocks on a segment that nobody
+ * would release. Returns st with its message. */
+static vkt_status slots_abort(vkt_engine *e, vkt_status st)
+{
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", vkt_last_error());
+    if (e->sync_started) {
+        e->sync_started = false;
+        (void)finish_slots(e);
+    }
+    (void)vkt_model_backward_wait(e->model);
+    return VKT_ERROR(st, "%s", msg);
+}
+
 static vkt_status backward_slots(vkt_engine *e)
 {
     vkt_model *m = e->model;
@@ -232,14 +251,17 @@ static vkt_status backward_slots(vkt_engine *e)
     uint32_t nseg = vkt_model_backward_segments(m);
     e->sync_started = true;
     for (uint32_t s = 0; s < nseg; s++) {
-        while (e->released < m->seg_wait[s]) VKT_CHECK(release_next(e));
-        vkt_status st = wait_segment(e, base + s + 1);
-        if (st != VKT_OK) return vkt__error_context(st, "engine: backward segment %u", s);
+        vkt_status st = VKT_OK;
+        while (st == VKT_OK && e->released < m->seg_wait[s]) st = release_next(e);
+        if (st == VKT_OK) st = wait_segment(e, base + s + 1);
+        if (st != VKT_OK)
+            return slots_abort(e, vkt__error_context(st, "engine: backward segment %u", s));
         double now = vkt__engine_now() - e->t0;
         for (uint32_t b = 0; b < e->nbuckets; b++) {
             if (m->bucket_seg[b] != s) continue;
             if (e->timing) e->timings[b].ready_s = now;
-            VKT_CHECK(post_bucket(e, NULL, b));
+            st = post_bucket(e, NULL, b);
+            if (st != VKT_OK) return slots_abort(e, st);
             e->post_order[e->posted++] = b;
         }
     }
