@@ -270,9 +270,12 @@ for i in $(seq 100); do
         grep -q ACTIVE /sys/class/infiniband/rxe1/ports/1/state 2>/dev/null && break
     sleep 0.1
 done
-grep -q ACTIVE /sys/class/infiniband/rxe1/ports/1/state || infra "rxe ports did not become ACTIVE"
+for d in rxe0 rxe1; do
+    grep -q ACTIVE /sys/class/infiniband/$d/ports/1/state || infra "$d's port did not become ACTIVE"
+done
 EOF
-    printf 'cd %q || { echo "rxe_vm(guest): --cwd %s is not in a share" >&2; echo 126 >/vkt-ctl/exit; exit 126; }\n' "$cwd" "$cwd"
+    # the path appears only %q-quoted, never inside another pair of quotes
+    printf 'cd %q || { echo rxe_vm\\(guest\\): --cwd %q is not in a share >&2; echo 126 >/vkt-ctl/exit; exit 126; }\n' "$cwd" "$cwd"
     local kv
     for kv in "$@"; do printf 'export %q\n' "$kv"; done
     if [[ $mode == shell ]]; then
