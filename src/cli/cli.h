@@ -3,6 +3,7 @@
 #define VKT_CLI_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "vktrain/vktrain.h"
@@ -34,5 +35,9 @@ int cli_open_device(const char *select, vkt_device **out);
 /* Median of n doubles (sorts v in place). */
 double cli_median(double *v, int n);
 double cli_now_s(void);
+/* --OPT's value s as a whole number in [lo, hi], or a usage error of cmd
+ * naming the option, the range and the value (returns 2). */
+int cli_parse_u64(const char *cmd, const char *opt, const char *s, uint64_t lo, uint64_t hi,
+                  uint64_t *out);
 
 #endif

@@ -1,4 +1,6 @@
 /* Helpers shared by the subcommands. */
+#include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,4 +74,17 @@ double cli_now_s(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+int cli_parse_u64(const char *cmd, const char *opt, const char *s, uint64_t lo, uint64_t hi,
+                  uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-' || v < lo || v > hi)
+        return cli_usage_error(cmd, "--%s takes a whole number from %" PRIu64 " to %" PRIu64
+                               ", not '%s'", opt, lo, hi, s);
+    *out = v;
+    return 0;
 }

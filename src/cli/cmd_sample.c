@@ -9,7 +9,6 @@
  * world size and ZeRO stage wrote them), then samples one token at a time:
  * each step runs the forward over the last `context` tokens and draws the
  * next token from the last position's softmax. */
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -48,7 +47,7 @@ static int parse(int argc, char **argv, sample_opts *o)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         char *end = NULL;
-        unsigned long long v = 0;
+        uint64_t v = 0;
         switch (c) {
         case 'h': usage(stdout); return -1;
         case 'p': o->prompt = optarg; continue;
@@ -63,12 +62,8 @@ static int parse(int argc, char **argv, sample_opts *o)
         default: return cli_usage_error("sample", "unknown option (see --help)");
         }
         const char *name = c == 'n' ? "tokens" : c == 'k' ? "top-k" : "seed";
-        unsigned long long cap = c == 's' ? UINT64_MAX : c == 'n' ? 1000000 : 65536;
-        errno = 0;
-        v = strtoull(optarg, &end, 10);
-        if (errno || end == optarg || *end || optarg[0] == '-' || v > cap)
-            return cli_usage_error("sample", "--%s takes a whole number from 0 to %llu, not '%s'",
-                                   name, cap, optarg);
+        uint64_t cap = c == 's' ? UINT64_MAX : c == 'n' ? 1000000 : 65536;
+        if (cli_parse_u64("sample", name, optarg, 0, cap, &v)) return 2;
         if (c == 'n') o->tokens = (uint32_t)v;
         else if (c == 'k') o->top_k = (uint32_t)v;
         else o->seed = v;

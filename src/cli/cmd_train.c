@@ -77,17 +77,9 @@ static const struct option longopts[] = {
     {"plot", 1, 0, O_PLOT}, {"print-every", 1, 0, O_PRINT}, {"device", 1, 0, O_DEVICE},
     {"seed", 1, 0, O_SEED}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
 
-/* A whole number in [lo, hi], or a usage error naming the option. */
 static int parse_u64(const char *opt, const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-' || v < lo || v > hi)
-        return cli_usage_error("train", "--%s takes a whole number from %" PRIu64 " to %" PRIu64
-                               ", not '%s'", opt, lo, hi, s);
-    *out = v;
-    return 0;
+    return cli_parse_u64("train", opt, s, lo, hi, out);
 }
 
 static int parse_double(const char *opt, const char *s, double lo, double hi, double *out)

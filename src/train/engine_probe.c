@@ -11,19 +11,11 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "train/engine_int.h"
 
 #define PROBE_REPS 3
 #define VKT_ENGINE_PROBE_MAX 1024 /* ranks; the arrays below live on the stack */
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* Median seconds per sample of PROBE_REPS forward + backward passes (after
  * one untimed pass that records the command buffers). */
@@ -41,10 +33,10 @@ static vkt_status time_rank(vkt_engine *e, uint32_t b, double *per_sample)
                        .tokens = t, .seq_len = m->gpt ? seq : 0};
     double times[PROBE_REPS];
     for (int k = -1; st == VKT_OK && k < PROBE_REPS; k++) {
-        double t0 = now_s();
+        double t0 = vkt__engine_now();
         st = vkt_model_forward(m, &batch, NULL);
         if (st == VKT_OK) st = vkt_model_backward(m);
-        if (k >= 0) times[k] = now_s() - t0;
+        if (k >= 0) times[k] = vkt__engine_now() - t0;
     }
     vkt_free(x);
     vkt_free(t);
