@@ -44,14 +44,27 @@
  *     one for the whole backward), each bucket is reduce-scattered out of
  *     its slot and this rank's part is added into its gradient shard, as
  *     DeepSpeed reduces every micro-batch at stage 2. Gradient memory per
- *     rank is the shard plus the slots (vkt_model_memory_report). Stage 3
- *     is not implemented (vkt_engine_create refuses it);
+ *     rank is the shard plus the slots (vkt_model_memory_report).
+ *   - ZeRO stage 3 (world > 1): stage 2, and each rank also keeps only its
+ *     shard of the parameters (the compute copy; for fp32 models the
+ *     master weights, which are the copy). The forward and the backward
+ *     run in segments; before a segment starts, the parameter groups it
+ *     reads (the gradient buckets, whole parameters) are all-gathered into
+ *     a few gather slots, the next segment's while this one runs (a slot
+ *     is reused two segments after its last reader). After the update each
+ *     rank keeps its updated shard (no all-gather). Evaluation goes through
+ *     vkt_engine_eval. At world 1 stage 3 trains as stage 2;
  *   - fp32 and bf16 have no loss scaling: a non-finite gradient stops
  *     training with VKT_ERR_NUMERIC naming the update;
  *   - ranks on different kinds of device (name, driver) round differently,
  *     so then the update always runs sharded (each rank updates its part,
  *     then all-gather), as at ZeRO-1, which keeps the replicas identical;
  *   - parameters are broadcast from rank 0 at create;
+ *   - with vktrain.check_replicas_every N (stages 0-2), after every N-th
+ *     update the ranks compare XXH3 hashes of each parameter of their
+ *     replicas (one small all-gather); a difference fails step() with
+ *     VKT_ERR_NUMERIC on every rank, naming the ranks, the first parameter
+ *     and the update;
  *   - with vktrain.metrics_file set, rank 0 appends one JSON line per
  *     update: {"step", "loss", "lr", "grad_norm", "loss_scale", "skipped",
  *     "samples", "samples_per_s"} (the loss is the global batch's mean).
@@ -116,13 +129,21 @@ VKT_API void vkt_engine_destroy(vkt_engine *e);
  * the engine unless the caller gave one. *loss (may be NULL): the mean loss
  * of this micro-batch. */
 VKT_API vkt_status vkt_engine_forward(vkt_engine *e, const vkt_batch *b, float *loss);
+/* Forward only, for evaluation: the loss (may be NULL) is this batch's own
+ * mean, nothing is counted, and no backward may follow (read the outputs
+ * with vkt_model_get_outputs). Any batch size (a new size records the model
+ * again). Between updates only. Under ZeRO-3 it is collective: every rank
+ * must evaluate the same number of batches (pad a short share with batches
+ * whose labels are all -1). */
+VKT_API vkt_status vkt_engine_eval(vkt_engine *e, const vkt_batch *b, float *loss);
 /* Backward of the last forward; at an accumulation boundary it also starts
  * the gradient reduction (overlapped with the backward itself). */
 VKT_API vkt_status vkt_engine_backward(vkt_engine *e);
 /* Count the micro-batch; at an accumulation boundary, finish the reduction
  * and update (or skip on fp16 overflow). VKT_ERR_NUMERIC when the fp16 loss
  * scale would have to drop below min_loss_scale: the message says at which
- * step and suggests bf16. */
+ * step and suggests bf16; also when the replica check finds ranks whose
+ * parameters differ (vktrain.check_replicas_every). */
 VKT_API vkt_status vkt_engine_step(vkt_engine *e);
 
 /* Whether the next vkt_engine_step will apply an update. */

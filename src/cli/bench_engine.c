@@ -13,9 +13,8 @@
  * relative to the start of the backward).
  *
  * vktrain bench memory: device memory of the model states per rank at ZeRO
- * stages 0, 1 and 2 (an f16 GPT with Adam, one update done), next to
- * DeepSpeed's estimate for the same parameter count (stage 3: the estimate
- * only, until it is implemented). */
+ * stages 0 to 3 (an f16 GPT with Adam, one update done), next to
+ * DeepSpeed's estimate for the same parameter count. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -312,25 +311,24 @@ int cmd_bench_memory(int argc, char **argv)
     int rc = 0;
     double n = 0, w = a.world, mib = 1024.0 * 1024.0;
     for (int stage = 0; stage <= 3 && !rc; stage++) {
-        if (stage == 3) { /* DeepSpeed's 16 bytes per parameter, all divided */
-            printf("  %-6d %10s %10s %10s %10s   %.2f  (stage 3 is not implemented yet)\n", 3,
-                   "-", "-", "-", "-", 16 * n / w / mib);
-            break;
-        }
         a.stage = stage;
         memory_result r;
         rc = run_once(memory_rank, &a, stage, &r, sizeof r);
         if (rc) break;
         n = (double)r.params;
-        double est = stage == 0 ? 16 * n : stage == 1 ? 4 * n + 12 * n / w : 2 * n + 14 * n / w;
+        double est = stage == 0   ? 16 * n
+                     : stage == 1 ? 4 * n + 12 * n / w
+                     : stage == 2 ? 2 * n + 14 * n / w
+                                  : 16 * n / w;
         double tot = (double)(r.mem.params + r.mem.grads + r.mem.optimizer);
-        printf("  %-6d %10.2f %10.2f %10.2f %10.2f   %.2f\n", stage, r.mem.params / mib,
-               r.mem.grads / mib, r.mem.optimizer / mib, tot / mib, est / mib);
-        if (stage == 2)
-            printf("  (%llu parameters; activations %.2f MiB; all device memory of rank 0 "
-                   "at stage 2: %.2f MiB; stage 2's gradients are this rank's shard plus "
-                   "the bucket slots the backward writes into)\n", (unsigned long long)r.params,
-                   r.mem.activations_planned / mib, (double)r.dev.in_use / mib);
+        printf("  %-6d %10.2f %10.2f %10.2f %10.2f   %.2f   (all device memory %.2f)\n", stage,
+               r.mem.params / mib, r.mem.grads / mib, r.mem.optimizer / mib, tot / mib,
+               est / mib, (double)r.dev.in_use / mib);
+        if (stage == 3)
+            printf("  (%llu parameters; activations %.2f MiB; stage 2-3 gradients are this "
+                   "rank's shard plus the bucket slots the backward writes into; stage 3 "
+                   "weights are the shard plus the gather slots)\n",
+                   (unsigned long long)r.params, r.mem.activations_planned / mib);
     }
     remove_dir(&a);
     if (rc) fprintf(stderr, "vktrain: bench memory: a rank failed (see above)\n");

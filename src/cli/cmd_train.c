@@ -41,7 +41,7 @@ static void usage(FILE *f)
             "                       fp16/bf16, ZeRO, clipping, vktrain.*); overrides:\n"
             "  --batch N            micro-batch per rank (default mlp 128, gpt 16)\n"
             "  --lr X               AdamW learning rate (default 1e-3)\n"
-            "  --zero N             ZeRO stage 0-2 (default 0: DDP)\n"
+            "  --zero N             ZeRO stage 0-3 (default 0: DDP)\n"
             "  --dtype f32|f16|bf16 compute dtype (master weights stay fp32; default f32)\n"
             "Length and evaluation:\n"
             "  --epochs N           at most N epochs (default 1)\n"

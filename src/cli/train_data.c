@@ -172,21 +172,22 @@ static double row_xent(const float *logits, uint32_t v, int32_t y, bool *hit)
 }
 
 /* This rank's part of the evaluation: [lo, hi) of the held-out samples, in
- * micro-batches of the training size (the recorded forward is reused; the
- * last one is padded with ignored labels). sums: loss, hits, targets. */
-static int eval_part(train_job *j, uint64_t lo, uint64_t hi, double sums[3])
+ * `batches` micro-batches of the training size (the recorded forward is
+ * reused; the last ones are padded with ignored labels: under ZeRO-3 every
+ * rank must run as many forwards). sums: loss, hits, targets. */
+static int eval_part(train_job *j, uint64_t lo, uint64_t hi, uint64_t batches, double sums[3])
 {
     uint32_t seq = j->gpt ? j->o.context : 1;
     uint32_t width = j->gpt ? j->ti.vocab : j->ti.classes;
-    for (uint64_t at = lo; at < hi; at += j->micro) {
-        uint32_t n = (uint32_t)(hi - at < j->micro ? hi - at : j->micro);
-        for (uint32_t k = 0; k < j->micro; k++) j->idx[k] = at + (k < n ? k : 0);
+    for (uint64_t k = 0, at = lo; k < batches; k++, at += j->micro) {
+        uint32_t n = (uint32_t)(at >= hi ? 0 : hi - at < j->micro ? hi - at : j->micro);
+        for (uint32_t q = 0; q < j->micro; q++) j->idx[q] = n ? at + (q < n ? q : 0) : lo;
         vkt_status st = vkt_dataset_fill(j->test, j->idx, j->micro, j->inputs, j->tokens,
                                          j->labels);
         for (uint64_t r = (uint64_t)n * seq; r < (uint64_t)j->micro * seq; r++) j->labels[r] = -1;
         if (!j->gpt) standardise(j, j->micro);
         vkt_batch b = batch_of(j, j->micro);
-        if (st == VKT_OK) st = vkt_model_forward(j->model, &b, NULL);
+        if (st == VKT_OK) st = vkt_engine_eval(j->e, &b, NULL);
         if (st == VKT_OK) st = vkt_model_get_outputs(j->model, j->outputs);
         if (st != VKT_OK) return cli_fail(st, "train: evaluating");
         for (uint64_t r = 0; r < (uint64_t)n * seq; r++) {
@@ -208,7 +209,13 @@ int train_evaluate(train_job *j, uint32_t max_batches, double *loss, double *acc
     if (max_batches && hi - lo > (uint64_t)max_batches * j->micro)
         hi = lo + (uint64_t)max_batches * j->micro;
     double sums[3] = {0, 0, 0};
-    if (eval_part(j, lo, hi, sums)) return 1;
+    int64_t batches = (int64_t)((hi - lo + j->micro - 1) / j->micro);
+    if (j->comm) { /* the most any rank needs (micro-batches may differ by rank) */
+        vkt_status st = vkt_comm_allreduce(j->comm, &batches, &batches, 1, VKT_DTYPE_I64,
+                                           VKT_REDOP_MAX);
+        if (st != VKT_OK) return cli_fail(st, "train: evaluating");
+    }
+    if (eval_part(j, lo, hi, (uint64_t)batches, sums)) return 1;
     if (j->comm) {
         vkt_status st = vkt_comm_allreduce(j->comm, sums, sums, 3, VKT_DTYPE_F64, VKT_REDOP_SUM);
         if (st != VKT_OK) return cli_fail(st, "train: evaluating");

@@ -56,6 +56,7 @@ vkt_status vkt__nn_plan_segments(vkt_model *m, bool *seg_end)
     m->nseg = 1;
     if (g->nn) seg_end[0] = true; /* the backward's end */
     if (m->nbuckets == 0) return VKT_OK;
+    VKT_CHECK(vkt__nn_gather_cuts(m, seg_end)); /* ZeRO-3: where new groups are read */
     /* final[p]: the forward index of the node that finalises parameter p;
      * first[p]: of the node that writes its gradient first (its last user) */
     uint32_t nmax = g->nt > g->nn ? g->nt : g->nn;
@@ -189,33 +190,35 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /* Slot buffers: n, slot k of len[k] elements (kept when large enough).
- * Host visible: the engine reduces straight out of them; device memory the
- * host cannot map (discrete GPUs) gives way to host memory kernels read. */
-static vkt_status make_slots(vkt_model *m, uint32_t n, const uint64_t *len)
+ * Host visible: the engine reduces out of them or gathers into them; device
+ * memory the host cannot map (discrete GPUs) gives way to host memory
+ * kernels read. */
+vkt_status vkt__nn_make_slots(vkt_model *m, vkt_buffer ***bufs, uint32_t *cap, uint32_t n,
+                              const uint64_t *len, uint64_t *total)
 {
-    m->slot_len = 0;
-    if (n > m->cap_slots) {
-        vkt_buffer **s = vkt_realloc(m->slots, n * sizeof *s);
+    *total = 0;
+    if (n > *cap) {
+        vkt_buffer **s = vkt_realloc(*bufs, n * sizeof *s);
         VKT_FAIL_IF(!s, VKT_ERR_NOMEM, "model: out of host memory");
-        memset(s + m->cap_slots, 0, (n - m->cap_slots) * sizeof *s);
-        m->slots = s;
-        m->cap_slots = n;
+        memset(s + *cap, 0, (n - *cap) * sizeof *s);
+        *bufs = s;
+        *cap = n;
     }
-    for (uint32_t k = 0; k < m->cap_slots; k++) {
+    vkt_buffer **b = *bufs;
+    for (uint32_t k = 0; k < *cap; k++) {
         uint64_t bytes = k < n ? len[k] * vkt_dtype_size(m->dtype) : 0;
-        if (k < n) m->slot_len += len[k];
-        if (m->slots[k] && (k >= n || vkt_buffer_size(m->slots[k]) != bytes)) {
-            vkt_buffer_destroy(m->slots[k]);
-            m->slots[k] = NULL;
+        if (k < n) *total += len[k];
+        if (b[k] && (k >= n || vkt_buffer_size(b[k]) != bytes)) {
+            vkt_buffer_destroy(b[k]);
+            b[k] = NULL;
         }
-        if (k >= n || m->slots[k]) continue;
-        VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, bytes, &m->slots[k]));
-        if (vkt_buffer_host_ptr(m->slots[k])) continue;
-        vkt_buffer_destroy(m->slots[k]);
-        m->slots[k] = NULL;
-        VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_HOST, bytes, &m->slots[k]));
+        if (k >= n || b[k]) continue;
+        VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, bytes, &b[k]));
+        if (vkt_buffer_host_ptr(b[k])) continue;
+        vkt_buffer_destroy(b[k]);
+        b[k] = NULL;
+        VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_HOST, bytes, &b[k]));
     }
-    m->nslots = n;
     return VKT_OK;
 }
 
@@ -259,7 +262,8 @@ vkt_status vkt__nn_assign_slots(vkt_model *m)
             uint32_t s = m->bucket_first_seg[b], need = pos[prev[b]] + 1;
             if (need > m->seg_wait[s]) m->seg_wait[s] = need;
         }
-        st = make_slots(m, nslots, len);
+        st = vkt__nn_make_slots(m, &m->slots, &m->cap_slots, nslots, len, &m->slot_len);
+        if (st == VKT_OK) m->nslots = nslots;
     }
     vkt_free(order);
     vkt_free(prev);

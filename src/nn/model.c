@@ -18,6 +18,13 @@ void vkt_model_destroy(vkt_model *m)
     vkt_free(m->seg_wait);
     for (uint32_t k = 0; k < m->cap_slots; k++) vkt_buffer_destroy(m->slots[k]);
     vkt_free(m->slots);
+    for (uint32_t k = 0; k < m->cap_gslots; k++) vkt_buffer_destroy(m->gslots[k]);
+    vkt_free(m->gslots);
+    for (uint32_t i = 0; i < m->cap_fseg; i++) vkt_stream_destroy(m->fseg[i]);
+    vkt_free(m->fseg);
+    vkt_free(m->fgath);
+    vkt_free(m->bgath);
+    vkt_free(m->cur_gslot);
     vkt_stream_destroy(m->zero);
     vkt_stream_destroy(m->opt_stream);
     vkt_stream_destroy(m->sumsq_stream);
@@ -114,9 +121,8 @@ static vkt_status upload_as(vkt_buffer *buf, vkt_dtype t, const float *src, uint
     return st;
 }
 
-vkt_status vkt_model_forward(vkt_model *m, const vkt_batch *b, float *loss)
+vkt_status vkt__nn_forward_begin(vkt_model *m, const vkt_batch *b)
 {
-    VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_forward: model is NULL");
     VKT_CHECK(vkt_model_backward_wait(m)); /* it reads the inputs we overwrite */
     m->have_forward = false;
     VKT_CHECK(check_batch(m, b));
@@ -127,20 +133,49 @@ vkt_status vkt_model_forward(vkt_model *m, const vkt_batch *b, float *loss)
     if (m->gpt) VKT_CHECK(vkt_buffer_upload(g->t[m->x_id].input, 0, b->tokens, rows * 4));
     else VKT_CHECK(upload_as(g->t[m->x_id].input, m->dtype, b->inputs, rows * m->in_features));
     if (m->loss == VKT_LOSS_XENT)
-        VKT_CHECK(vkt_buffer_upload(g->t[m->y_id].input, 0, b->labels, rows * 4));
-    else
-        VKT_CHECK(upload_as(g->t[m->y_id].input, m->dtype, b->targets_f,
-                            rows * m->out_features));
-    VKT_CHECK(vkt_stream_run(m->fwd));
+        return vkt_buffer_upload(g->t[m->y_id].input, 0, b->labels, rows * 4);
+    return upload_as(g->t[m->y_id].input, m->dtype, b->targets_f, rows * m->out_features);
+}
+
+vkt_status vkt__nn_forward_submit(vkt_model *m, vkt_timeline *tl, uint64_t base,
+                                  vkt_timeline *gather_tl, uint64_t gbase)
+{
+    for (uint32_t i = 0; i < m->nfseg; i++) {
+        vkt_sync_point sig = {tl, base + i + 1}, wait = {gather_tl, gbase + i + 1};
+        vkt_submit_opts o = VKT_SUBMIT_OPTS_INIT;
+        o.signals = &sig;
+        o.signal_count = tl ? 1 : 0;
+        o.waits = &wait;
+        o.wait_count = gather_tl ? 1 : 0;
+        VKT_CHECK(vkt_stream_submit(m->fseg[i], &o));
+    }
+    return VKT_OK;
+}
+
+vkt_status vkt__nn_forward_end(vkt_model *m, const vkt_batch *b, float *loss)
+{
+    for (uint32_t i = 0; m->gather_mode && i < m->nfseg; i++)
+        VKT_CHECK(vkt_stream_wait(m->fseg[i], UINT64_MAX));
     m->cur_denominator = denominator(m, b);
     m->have_forward = true;
     if (!loss) return VKT_OK;
-    const nn_tensor *lt = &g->t[m->loss_id];
+    const nn_tensor *lt = &m->g.t[m->loss_id];
     const float *parts = vkt_buffer_host_ptr(lt->input);
     double sum = 0;
     for (uint64_t i = 0; i < lt->numel; i++) sum += parts[i];
     *loss = (float)(sum / (double)m->cur_denominator);
     return VKT_OK;
+}
+
+vkt_status vkt_model_forward(vkt_model *m, const vkt_batch *b, float *loss)
+{
+    VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_forward: model is NULL");
+    VKT_FAIL_IF(m->gather_mode, VKT_ERR_INVALID_USAGE,
+                "vkt_model_forward: this model's parameters are partitioned across ranks "
+                "(ZeRO-3); run it through its engine (vkt_engine_forward, vkt_engine_eval)");
+    VKT_CHECK(vkt__nn_forward_begin(m, b));
+    VKT_CHECK(vkt_stream_run(m->fwd));
+    return vkt__nn_forward_end(m, b, loss);
 }
 
 vkt_status vkt_model_set_loss_scale(vkt_model *m, float scale)
@@ -154,26 +189,29 @@ vkt_status vkt_model_set_loss_scale(vkt_model *m, float scale)
 }
 
 vkt_status vkt__nn_backward_submit(vkt_model *m, vkt_timeline *tl, uint64_t base,
-                                   vkt_timeline *slot_tl, uint64_t slot_base)
+                                   vkt_timeline *slot_tl, uint64_t slot_base,
+                                   vkt_timeline *gather_tl, uint64_t gbase)
 {
     VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_backward: model is NULL");
     VKT_FAIL_IF(!m->have_forward, VKT_ERR_INVALID_USAGE,
                 "vkt_model_backward: no forward pass to go back through; call "
                 "vkt_model_forward first");
-    VKT_FAIL_IF(m->slot_mode && !slot_tl, VKT_ERR_INVALID_USAGE,
+    VKT_FAIL_IF((m->slot_mode && !slot_tl) || (m->gather_mode && !gather_tl),
+                VKT_ERR_INVALID_USAGE,
                 "vkt_model_backward: this model's gradients go through the engine's slots "
                 "(ZeRO-2); train it with vkt_engine_backward");
     if (m->rec_denominator != m->cur_denominator || m->rec_loss_scale != m->loss_scale)
         VKT_CHECK(vkt__nn_record_backward(m, m->cur_denominator));
     m->have_forward = false;
     for (uint32_t i = 0; i < m->nseg; i++) {
-        vkt_sync_point sig = {tl, base + i + 1};
-        vkt_sync_point wait = {slot_tl, slot_base + (m->slot_mode ? m->seg_wait[i] : 0)};
+        vkt_sync_point sig = {tl, base + i + 1}, waits[2];
         vkt_submit_opts o = VKT_SUBMIT_OPTS_INIT;
         o.signals = &sig;
         o.signal_count = tl ? 1 : 0;
-        o.waits = &wait;
-        o.wait_count = m->slot_mode && m->seg_wait[i] ? 1 : 0;
+        o.waits = waits;
+        if (m->slot_mode && m->seg_wait[i])
+            waits[o.wait_count++] = (vkt_sync_point){slot_tl, slot_base + m->seg_wait[i]};
+        if (m->gather_mode) waits[o.wait_count++] = (vkt_sync_point){gather_tl, gbase + i + 1};
         VKT_CHECK(vkt_stream_submit(m->bwd[i], &o));
     }
     return VKT_OK;
@@ -181,13 +219,15 @@ vkt_status vkt__nn_backward_submit(vkt_model *m, vkt_timeline *tl, uint64_t base
 
 vkt_status vkt_model_backward_submit(vkt_model *m, vkt_timeline *tl, uint64_t base)
 {
-    return vkt__nn_backward_submit(m, tl, base, NULL, 0);
+    return vkt__nn_backward_submit(m, tl, base, NULL, 0, NULL, 0);
 }
 
 vkt_status vkt_model_backward_wait(vkt_model *m)
 {
     VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_backward_wait: model is NULL");
     for (uint32_t i = 0; i < m->nseg; i++) VKT_CHECK(vkt_stream_wait(m->bwd[i], UINT64_MAX));
+    for (uint32_t i = 0; m->gather_mode && i < m->nfseg; i++)
+        VKT_CHECK(vkt_stream_wait(m->fseg[i], UINT64_MAX));
     return VKT_OK;
 }
 
@@ -214,7 +254,8 @@ void vkt_model_memory_report(const vkt_model *m, vkt_model_memory *out)
     }
     uint64_t es = vkt_dtype_size(m->dtype);
     *out = (vkt_model_memory){
-        .params = m->master_len * 4 + (m->copy != m->master ? m->padded * es : 0),
+        .params = m->master_len * 4 + (m->copy != m->master ? m->copy_len * es : 0) +
+                  m->gslot_len * es,
         .grads = (m->grad_len + m->slot_len) * es,
         .optimizer = ((m->opt_m ? 1 : 0) + (m->opt_v ? 1 : 0)) * (m->shard_hi - m->shard_lo) * 4,
         .activations_planned = m->arena_bytes,

@@ -146,11 +146,37 @@ struct vkt_model {
      * segment, then bucket) must have happened before it may start, because
      * it reuses a slot; 0: none. */
     uint32_t *seg_wait;
+    /* ZeRO-3 (vkt__nn_set_gather_mode): the compute copy holds only flat
+     * elements [copy_lo, copy_lo + copy_len), this rank's shard (for f32
+     * models the master weights, which are the copy, too). Parameters reach
+     * the kernels through gather slots: the forward and the backward are
+     * cut into segments, and each bucket ("group") a segment reads is
+     * gathered by the engine into a gather slot before the segment starts
+     * (nn_gather: one such residence; fgath for the forward's segments,
+     * bgath for the backward's). Without gather mode copy_lo = 0 and
+     * copy_len = padded. */
+    bool gather_mode;
+    uint64_t copy_lo, copy_len;
+    vkt_buffer **gslots;
+    uint32_t ngslots, cap_gslots;
+    uint64_t gslot_len;           /* elements of all gather slots */
+    struct nn_gather *fgath, *bgath;
+    uint32_t nfgath, nbgath;
+    vkt_stream **fseg;            /* forward segments (gather mode) */
+    uint32_t nfseg, cap_fseg;
+    uint32_t *cur_gslot;          /* per bucket while recording: its gather slot */
     float loss_scale, rec_loss_scale; /* current, and recorded into the backward */
     uint64_t rec_denominator;     /* loss denominator the backward was recorded with */
     uint64_t cur_denominator;     /* of the last forward */
     bool have_forward;
 };
+
+/* One residence of a parameter group (bucket) in a gather slot: gathered
+ * before segment `first` of its pass starts, read by segments first..last,
+ * and the slot free again once segment `last` is done. */
+typedef struct nn_gather {
+    uint32_t group, first, last, slot;
+} nn_gather;
 
 /* params.c */
 vkt_status vkt__nn_params_layout(vkt_model *m);
@@ -207,9 +233,41 @@ vkt_status vkt__nn_set_grad_slots(vkt_model *m, uint64_t lo, uint64_t hi);
 vkt_status vkt__nn_assign_slots(vkt_model *m);
 /* buckets.c: the bucket holding flat element at (slot mode). */
 uint32_t vkt__nn_bucket_of(const vkt_model *m, uint64_t at);
+/* gather.c (ZeRO-3): shrink the compute copy to [lo, hi) (buckets of whole
+ * parameters must be set); every recording binds gather slots from then. */
+vkt_status vkt__nn_set_gather_mode(vkt_model *m, uint64_t lo, uint64_t hi);
+/* gather.c: plan both passes (forward and backward segments, the groups
+ * each gathers, slots) and size the gather slots. With the graph built. */
+vkt_status vkt__nn_plan_gathers(vkt_model *m);
+/* gather.c: where the backward must also cut for gathers: seg_end[i] for
+ * the node before (in backward order) a node that reads a group its
+ * segment does not read yet. */
+vkt_status vkt__nn_gather_cuts(const vkt_model *m, bool *seg_end);
+/* gather.c: start[i]: forward node i opens a new segment (gather mode). */
+vkt_status vkt__nn_forward_cuts(const vkt_model *m, bool *start);
+/* gather.c: while recording segment seg of a pass, point the groups that
+ * start residing there at their slots. */
+void vkt__nn_gather_enter(vkt_model *m, const nn_gather *g, uint32_t n, uint32_t seg);
+/* gather.c: the groups (buckets) node n reads parameters from, up to
+ * VKT_NN_MAX_IO; returns how many. */
+uint32_t vkt__nn_node_groups(const vkt_model *m, const nn_node *n, uint32_t *out);
+/* buckets.c: make n host-visible slot buffers of len[k] elements each in
+ * *bufs (kept where the size matches); *total gets the sum of the lengths. */
+vkt_status vkt__nn_make_slots(vkt_model *m, vkt_buffer ***bufs, uint32_t *cap, uint32_t n,
+                              const uint64_t *len, uint64_t *total);
+/* model.c: the forward in parts (gather mode runs it through the engine):
+ * check and upload the batch (recording what changed); submit the segments
+ * (each waits for gather_tl >= gbase + k + 1, signals tl at base + k + 1);
+ * after they are done, the loss. */
+vkt_status vkt__nn_forward_begin(vkt_model *m, const vkt_batch *b);
+vkt_status vkt__nn_forward_submit(vkt_model *m, vkt_timeline *tl, uint64_t base,
+                                  vkt_timeline *gather_tl, uint64_t gbase);
+vkt_status vkt__nn_forward_end(vkt_model *m, const vkt_batch *b, float *loss);
+
 /* model.c: submit the backward; in slot mode segment k first waits for
  * slot_tl >= slot_base + seg_wait[k] (the engine signals releases). */
 vkt_status vkt__nn_backward_submit(vkt_model *m, vkt_timeline *tl, uint64_t base,
-                                   vkt_timeline *slot_tl, uint64_t slot_base);
+                                   vkt_timeline *slot_tl, uint64_t slot_base,
+                                   vkt_timeline *gather_tl, uint64_t gbase);
 
 #endif

@@ -45,6 +45,8 @@ vkt_status vkt__nn_params_layout(vkt_model *m)
     m->master_len = m->padded;
     m->grad_lo = 0;
     m->grad_len = m->padded;
+    m->copy_lo = 0;
+    m->copy_len = m->padded;
     VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, m->padded * 4, &m->master));
     uint64_t es = vkt_dtype_size(m->dtype);
     if (m->dtype == VKT_DTYPE_F32) m->copy = m->master;
@@ -80,7 +82,8 @@ vkt_status vkt__nn_set_master_flat(vkt_model *m, float *w)
     VKT_CHECK(vkt_buffer_upload(m->master, 0, w + m->master_lo, m->master_len * 4));
     if (m->copy == m->master) return VKT_OK;
     vkt__dtype_from_f32(m->dtype, w, w, m->padded);
-    return vkt_buffer_upload(m->copy, 0, w, m->padded * vkt_dtype_size(m->dtype));
+    size_t es = vkt_dtype_size(m->dtype);
+    return vkt_buffer_upload(m->copy, 0, (char *)w + m->copy_lo * es, m->copy_len * es);
 }
 
 /* Each tensor by its rule (uniform ±bound, normal with a deviation, zeros,

@@ -10,7 +10,14 @@ static vkt_tref view(const vkt_model *m, uint32_t id)
     if (id == VKT_NN_NONE) return (vkt_tref){NULL, 0};
     const nn_tensor *t = &m->g.t[id];
     switch (t->kind) {
-    case T_PARAM: return (vkt_tref){m->copy, t->offset * vkt_dtype_size(t->dtype)};
+    case T_PARAM: {
+        uint64_t es = vkt_dtype_size(t->dtype);
+        if (!m->gather_mode) return (vkt_tref){m->copy, t->offset * es};
+        /* ZeRO-3: the slot its group resides in during this segment */
+        uint32_t b = vkt__nn_bucket_of(m, t->offset), k = m->cur_gslot[b];
+        if (k == VKT_NN_NONE) return (vkt_tref){NULL, 0}; /* the op refuses it */
+        return (vkt_tref){m->gslots[k], (t->offset - (b ? m->bucket_ends[b - 1] : 0)) * es};
+    }
     case T_INPUT: return (vkt_tref){t->input, 0};
     default: return (vkt_tref){m->arena, t->offset};
     }
@@ -193,8 +200,52 @@ static vkt_status node_bwd(vkt_model *m, vkt_stream *s, const nn_node *n, float 
     return VKT_ERROR(VKT_ERR_INTERNAL, "model: unknown node kind %d", (int)n->kind);
 }
 
+/* Make room for n segment streams in *streams (*cap of them). */
+static vkt_status segment_streams(vkt_model *m, vkt_stream ***streams, uint32_t *cap, uint32_t n)
+{
+    if (n > *cap) {
+        vkt_stream **s = vkt_realloc(*streams, n * sizeof *s);
+        VKT_FAIL_IF(!s, VKT_ERR_NOMEM, "model: out of host memory");
+        memset(s + *cap, 0, (n - *cap) * sizeof *s);
+        *streams = s;
+        *cap = n;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        if (!(*streams)[i]) VKT_CHECK(vkt_stream_create(m->dev, &(*streams)[i]));
+    return VKT_OK;
+}
+
+/* ZeRO-3: the forward in segments, each reading its groups from the
+ * gather slots the plan gives them. */
+static vkt_status record_forward_segments(vkt_model *m)
+{
+    VKT_CHECK(vkt__nn_plan_gathers(m));
+    VKT_CHECK(segment_streams(m, &m->fseg, &m->cap_fseg, m->nfseg));
+    bool *start = vkt_calloc(m->g.nn ? m->g.nn : 1, sizeof *start);
+    VKT_FAIL_IF(!start, VKT_ERR_NOMEM, "model: out of host memory");
+    vkt_status st = vkt__nn_forward_cuts(m, start);
+    uint32_t seg = 0;
+    vkt__nn_gather_enter(m, m->fgath, m->nfgath, 0);
+    if (st == VKT_OK) st = vkt_stream_begin(m->fseg[0]);
+    for (uint32_t i = 0; i < m->g.nn && st == VKT_OK; i++) {
+        if (start[i]) {
+            st = vkt_stream_end(m->fseg[seg]);
+            if (st == VKT_OK) st = vkt_stream_begin(m->fseg[++seg]);
+            vkt__nn_gather_enter(m, m->fgath, m->nfgath, seg);
+        }
+        if (st == VKT_OK) st = node_fwd(m, m->fseg[seg], &m->g.n[i]);
+        if (st == VKT_OK) st = vkt_stream_barrier(m->fseg[seg]);
+    }
+    vkt_free(start);
+    if (st == VKT_OK && seg + 1 != m->nfseg)
+        st = VKT_ERROR(VKT_ERR_INTERNAL, "model: the forward has %u segments, its plan %u",
+                       seg + 1, m->nfseg);
+    return st == VKT_OK ? vkt_stream_end(m->fseg[seg]) : st;
+}
+
 vkt_status vkt__nn_record_forward(vkt_model *m)
 {
+    if (m->gather_mode) return record_forward_segments(m);
     if (!m->fwd) VKT_CHECK(vkt_stream_create(m->dev, &m->fwd));
     VKT_CHECK(vkt_stream_begin(m->fwd));
     for (uint32_t i = 0; i < m->g.nn; i++) {
@@ -218,21 +269,6 @@ static vkt_status zero_first_writes(vkt_model *m, vkt_stream *s, const nn_node *
         zeroed[in] = true;
     }
     return vkt_stream_barrier(s);
-}
-
-/* Make room for n backward segment streams. */
-static vkt_status segment_streams(vkt_model *m, uint32_t n)
-{
-    if (n > m->cap_seg) {
-        vkt_stream **s = vkt_realloc(m->bwd, n * sizeof *s);
-        VKT_FAIL_IF(!s, VKT_ERR_NOMEM, "model: out of host memory");
-        memset(s + m->cap_seg, 0, (n - m->cap_seg) * sizeof *s);
-        m->bwd = s;
-        m->cap_seg = n;
-    }
-    for (uint32_t i = 0; i < n; i++)
-        if (!m->bwd[i]) VKT_CHECK(vkt_stream_create(m->dev, &m->bwd[i]));
-    return VKT_OK;
 }
 
 /* Zero n elements at element `at` of buf, window by window. */
@@ -270,9 +306,11 @@ vkt_status vkt__nn_record_backward(vkt_model *m, uint64_t den)
                                       : VKT_ERROR(VKT_ERR_NOMEM, "model: out of host memory");
     if (st == VKT_OK) st = vkt__nn_plan_segments(m, seg_end);
     if (st == VKT_OK && m->slot_mode) st = vkt__nn_assign_slots(m);
-    if (st == VKT_OK) st = segment_streams(m, m->nseg);
+    if (st == VKT_OK) st = segment_streams(m, &m->bwd, &m->cap_seg, m->nseg);
+    if (st == VKT_OK && m->gather_mode && !m->bgath) st = vkt__nn_plan_gathers(m);
     float scale = (float)((double)m->loss_scale / (double)den);
     uint32_t seg = 0;
+    if (st == VKT_OK && m->gather_mode) vkt__nn_gather_enter(m, m->bgath, m->nbgath, 0);
     if (st == VKT_OK) st = vkt_stream_begin(m->bwd[0]);
     if (st == VKT_OK) st = zero_slots(m, m->bwd[0], 0);
     for (uint32_t i = m->g.nn; i-- > 0 && st == VKT_OK;) {
@@ -283,6 +321,8 @@ vkt_status vkt__nn_record_backward(vkt_model *m, uint64_t den)
         if (st == VKT_OK && seg_end[i]) {
             st = vkt_stream_end(s);
             if (st == VKT_OK && ++seg < m->nseg) st = vkt_stream_begin(m->bwd[seg]);
+            if (st == VKT_OK && seg < m->nseg && m->gather_mode)
+                vkt__nn_gather_enter(m, m->bgath, m->nbgath, seg);
             if (st == VKT_OK && seg < m->nseg) st = zero_slots(m, m->bwd[seg], seg);
         }
     }

@@ -71,7 +71,7 @@ static vkt_status record_window(vkt_model *m, const vkt_optim_opts *o, uint64_t 
 {
     uint64_t es = vkt_dtype_size(m->dtype), st = (at - m->shard_lo) * 4;
     uint64_t pa = (at - m->master_lo) * 4, ga = (at - m->grad_lo) * es;
-    vkt_tref copy = {m->copy != m->master ? m->copy : NULL, at * es};
+    vkt_tref copy = {m->copy != m->master ? m->copy : NULL, (at - m->copy_lo) * es};
     if (o->type == VKT_OPTIM_SGD) {
         vkt_sgd_args a = {.params = {m->master, pa}, .grads = {m->grads, ga},
                           .momentum_buf = {m->opt_m, st}, .copy = copy,

@@ -17,12 +17,16 @@ void vkt_engine_destroy(vkt_engine *e)
     uint64_t v = 0;
     if (e->slot_tl && vkt_timeline_value(e->slot_tl, &v) == VKT_OK) /* free waiting segments */
         vkt_timeline_signal(e->slot_tl, v + (1ull << 40));
+    if (e->gather_tl) vkt__engine_gathers_abort(e);
     if (e->model) {
         vkt_model_backward_wait(e->model); /* no segment may still signal */
         if (!e->slots) vkt_model_set_grad_buckets(e->model, 0, NULL);
     }
     vkt_timeline_destroy(e->timeline);
     vkt_timeline_destroy(e->slot_tl);
+    vkt_timeline_destroy(e->gather_tl);
+    vkt_free(e->greqs);
+    vkt_free(e->gcounts);
     vkt_free(e->post_order);
     vkt_free(e->bucket_ends);
     vkt_free(e->bucket_counts);
@@ -67,8 +71,6 @@ static vkt_status check_model(vkt_engine *e)
                 "but the model computes in %s; create the model with dtype %s",
                 vkt_dtype_name(want), c->fp16 ? "true" : "false", c->bf16 ? "true" : "false",
                 vkt_dtype_name(e->model->dtype), vkt_dtype_name(want));
-    VKT_FAIL_IF(c->zero.stage > 2, VKT_ERR_UNSUPPORTED,
-                "zero_optimization.stage = 3 is not implemented yet; use stage 0, 1 or 2");
     const vkt_config_optimizer *op = &c->optimizer;
     vkt_optim_opts oo = VKT_OPTIM_OPTS_INIT;
     oo.type = op->type;
@@ -205,6 +207,7 @@ vkt_status vkt_engine_create(const vkt_engine_opts *o, vkt_engine **out)
      * mode refuses them) */
     VKT_CHECK_GOTO(st, vkt__engine_probe_batches(e), fail);
     VKT_CHECK_GOTO(st, vkt__engine_buckets(e), fail);
+    if (e->gather) VKT_CHECK_GOTO(st, vkt__engine_gather_setup(e), fail);
     VKT_CHECK_GOTO(st, vkt_model_zero_grad(e->model), fail);
     *out = e;
     return VKT_OK;
@@ -237,7 +240,7 @@ vkt_status vkt_engine_forward(vkt_engine *e, const vkt_batch *b, float *loss)
     if (!mine.loss_denominator) mine.loss_denominator = global_denominator(e, b);
     e->have_forward = false;
     float share = 0;
-    VKT_CHECK(vkt_model_forward(e->model, &mine, &share));
+    VKT_CHECK(vkt__engine_model_forward(e, &mine, &share));
     /* This micro-batch's own mean: over its targets (cross-entropy: the
      * labels that are not -1). */
     uint64_t rows = (uint64_t)b->size * (e->model->gpt ? b->seq_len : 1), own = rows;
@@ -249,6 +252,17 @@ vkt_status vkt_engine_forward(vkt_engine *e, const vkt_batch *b, float *loss)
     e->loss_samples += b->size;
     e->have_forward = true;
     return VKT_OK;
+}
+
+vkt_status vkt_engine_eval(vkt_engine *e, const vkt_batch *b, float *loss)
+{
+    VKT_FAIL_IF(!e || !b, VKT_ERR_INVALID_ARG, "vkt_engine_eval: NULL argument");
+    VKT_FAIL_IF(e->sync_started || e->micro_step, VKT_ERR_INVALID_USAGE,
+                "vkt_engine_eval: evaluate between updates, not inside a gradient "
+                "accumulation");
+    e->have_forward = false; /* no backward goes through an evaluation */
+    vkt_batch mine = *b;
+    return vkt__engine_model_forward(e, &mine, loss);
 }
 
 bool vkt_engine_is_boundary(const vkt_engine *e)
@@ -322,7 +336,9 @@ static vkt_status update(vkt_engine *e)
         float lr = (float)vkt_engine_lr(e);
         if (e->shard_hi > e->shard_lo)
             VKT_CHECK(vkt_model_step_scaled(e->model, &e->opt, lr, (float)(coef / scale)));
-        if (e->stage > 0) VKT_CHECK(vkt__engine_gather(e, e->model->copy, e->model->dtype));
+        /* ZeRO-3 keeps the updated shard: the next forward gathers it */
+        if (e->stage > 0 && !e->gather)
+            VKT_CHECK(vkt__engine_gather(e, e->model->copy, e->model->dtype));
         e->sched_iter++;
     }
     e->acc_fresh = true;
@@ -416,7 +432,7 @@ vkt_status vkt_engine_get_params(vkt_engine *e, float *out)
     VKT_FAIL_IF(!e || !out, VKT_ERR_INVALID_ARG, "vkt_engine_get_params: NULL argument");
     vkt_model *m = e->model;
     /* The same decision on every rank (the gather is collective). */
-    bool sharded = e->stage >= 1 && m->copy != m->master && e->comm && e->world > 1;
+    bool sharded = m->master_len != m->padded && e->comm && e->world > 1;
     if (!sharded) return vkt_model_get_params(m, out);
     /* ZeRO with f16/bf16: each rank holds its shard of the fp32 master
      * weights; gather them. */

@@ -60,6 +60,15 @@ struct vkt_engine {
     uint32_t *post_order;   /* buckets in the order their reductions started */
     uint32_t posted;
     bool acc_fresh;         /* the shard holds no accumulation yet: copy, not add */
+    /* ZeRO-3 (world > 1): parameters partitioned too; every pass gathers
+     * each segment's groups into the model's gather slots (engine_gather.c).
+     * gather_tl lets segment k of a pass start at gather_base + k + 1. */
+    bool gather;
+    vkt_timeline *gather_tl;
+    uint64_t gather_base;
+    vkt_comm_req **greqs;   /* per residence of the pass running */
+    size_t *gcounts;        /* per residence: world counts of its all-gather */
+    uint32_t cap_greqs;
 };
 
 /* engine_sync.c: gradient buckets and their reduction */
@@ -80,5 +89,18 @@ double vkt__engine_now(void);
 vkt_status vkt__engine_backward_local(vkt_engine *e);
 /* All-gather the updated shards of buf (elements of dtype t). */
 vkt_status vkt__engine_gather(vkt_engine *e, vkt_buffer *buf, vkt_dtype t);
+
+/* engine_gather.c (ZeRO-3): partition the model's parameters (after the
+ * gradient slots exist); gather the groups of the residences in g[0..n)
+ * that start at segment seg (post), or wait for them and let segment seg
+ * start (finish, signalling gather_tl at gbase + seg + 1); after an error,
+ * end every gather and release every segment still waiting. */
+vkt_status vkt__engine_gather_setup(vkt_engine *e);
+vkt_status vkt__engine_gathers_post(vkt_engine *e, const nn_gather *g, uint32_t n, uint32_t seg);
+vkt_status vkt__engine_gathers_finish(vkt_engine *e, const nn_gather *g, uint32_t n, uint32_t seg,
+                                      uint64_t gbase);
+void vkt__engine_gathers_abort(vkt_engine *e);
+/* The model's forward (with the gathers under ZeRO-3). */
+vkt_status vkt__engine_model_forward(vkt_engine *e, const vkt_batch *b, float *loss);
 
 #endif

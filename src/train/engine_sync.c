@@ -58,7 +58,8 @@ vkt_status vkt__engine_buckets(vkt_engine *e)
     vkt_model *m = e->model;
     uint64_t size = e->cfg->zero.reduce_bucket_size;
     if (size < 64) size = 64;
-    e->slots = e->stage == 2 && e->comm && e->world > 1;
+    e->slots = e->stage >= 2 && e->comm && e->world > 1;
+    e->gather = e->stage == 3 && e->slots;
     uint64_t cap = m->padded / size + 2 + (uint64_t)e->world;
     if (e->slots) cap = m->nparams + 1;
     VKT_FAIL_IF(cap > VKT_ENGINE_MAX_BUCKETS, VKT_ERR_INVALID_ARG,
@@ -157,16 +158,25 @@ static void poll_done(vkt_engine *e)
     }
 }
 
+/* A segment that did not finish in time: say whose deadline it was. */
+static vkt_status segment_late(const vkt_engine *e, vkt_status st)
+{
+    if (st != VKT_ERR_TIMEOUT) return st;
+    return vkt__error_context(st, "not done within vktrain.comm_timeout_s (%g s), which the "
+                              "engine's GPU waits share; raise it for a slow device (first "
+                              "steps compile shaders)", (double)timeout_ns(e) * 1e-9);
+}
+
 /* Wait for timeline value v. With timing on, wake every 100 µs to see
  * which reductions finished meanwhile. */
 static vkt_status wait_segment(vkt_engine *e, uint64_t v)
 {
-    if (!e->timing) return vkt_timeline_wait(e->timeline, v, timeout_ns(e));
+    if (!e->timing) return segment_late(e, vkt_timeline_wait(e->timeline, v, timeout_ns(e)));
     double end = vkt__engine_now() + (double)timeout_ns(e) * 1e-9;
     for (;;) {
         vkt_status st = vkt_timeline_wait(e->timeline, v, 100000);
         poll_done(e);
-        if (st != VKT_ERR_TIMEOUT || vkt__engine_now() > end) return st;
+        if (st != VKT_ERR_TIMEOUT || vkt__engine_now() > end) return segment_late(e, st);
     }
 }
 
@@ -237,6 +247,7 @@ static vkt_status slots_abort(vkt_engine *e, vkt_status st)
         e->sync_started = false;
         (void)finish_slots(e);
     }
+    if (e->gather) vkt__engine_gathers_abort(e);
     (void)vkt_model_backward_wait(e->model);
     return VKT_ERROR(st, "%s", msg);
 }
@@ -245,13 +256,29 @@ static vkt_status backward_slots(vkt_engine *e)
 {
     vkt_model *m = e->model;
     uint64_t base = e->timeline_base;
-    e->timeline_base += e->nbuckets + 1;
+    e->timeline_base += e->nbuckets + (uint64_t)m->g.nn + 1; /* > segments (gather cuts too) */
     e->released = e->posted = 0;
-    VKT_CHECK(vkt__nn_backward_submit(m, e->timeline, base, e->slot_tl, e->slot_base));
-    uint32_t nseg = vkt_model_backward_segments(m);
+    uint64_t gbase = e->gather_base;
     e->sync_started = true;
+    vkt_status st = VKT_OK;
+    if (e->gather) { /* records the backward first: its plan says what to gather */
+        e->gather_base += e->nbuckets + (uint64_t)m->g.nn + 1;
+        if (m->rec_denominator != m->cur_denominator || m->rec_loss_scale != m->loss_scale)
+            st = vkt__nn_record_backward(m, m->cur_denominator);
+        if (st == VKT_OK) st = vkt__engine_gathers_post(e, m->bgath, m->nbgath, 0);
+    }
+    if (st == VKT_OK)
+        st = vkt__nn_backward_submit(m, e->timeline, base, e->slot_tl, e->slot_base, e->gather_tl,
+                                     gbase);
+    if (st != VKT_OK) return slots_abort(e, st);
+    uint32_t nseg = vkt_model_backward_segments(m);
     for (uint32_t s = 0; s < nseg; s++) {
-        vkt_status st = VKT_OK;
+        if (e->gather) {
+            st = vkt__engine_gathers_finish(e, m->bgath, m->nbgath, s, gbase);
+            if (st == VKT_OK && s + 1 < nseg)
+                st = vkt__engine_gathers_post(e, m->bgath, m->nbgath, s + 1);
+            if (st != VKT_OK) return slots_abort(e, st);
+        }
         while (st == VKT_OK && e->released < m->seg_wait[s]) st = release_next(e);
         if (st == VKT_OK) st = wait_segment(e, base + s + 1);
         if (st != VKT_OK)

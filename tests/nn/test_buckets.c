@@ -10,6 +10,10 @@
  *   two segments after its previous bucket was final, the tied wte keeps
  *   one slot for the whole backward, fewer slots than buckets, and each
  *   slot's last bucket holds the same gradients as the whole-size buffer;
+ * - gather slots (ZeRO-3): every group a segment reads is resident in a
+ *   slot, slots are reused two segments after their last reader, fewer
+ *   slots than groups, and a forward over hand-filled slots gives the plain
+ *   forward's loss bit for bit;
  * - loss scale 1024 gives exactly 1024× the gradients (powers of two scale
  *   exactly in binary floating point), grad_scale 1/1024 in the step undoes
  *   it exactly, Σg² matches the host, a NaN input makes Σg² not finite. */
@@ -232,7 +236,7 @@ static void test_gpt_grad_slots(void **state)
     vkt_timeline *tl, *slot_tl;
     assert_vkt_ok(vkt_timeline_create(dev, 0, &tl));
     assert_vkt_ok(vkt_timeline_create(dev, 1u << 20, &slot_tl)); /* every slot free */
-    assert_vkt_ok(vkt__nn_backward_submit(m, tl, 0, slot_tl, 0));
+    assert_vkt_ok(vkt__nn_backward_submit(m, tl, 0, slot_tl, 0, NULL, 0));
     assert_vkt_ok(vkt_model_backward_wait(m));
     uint32_t nb = m->nbuckets, nseg = m->nseg;
     assert_int_equal(nb, np);
@@ -274,6 +278,113 @@ static void test_gpt_grad_slots(void **state)
     free(ends);
     vkt_timeline_destroy(tl);
     vkt_timeline_destroy(slot_tl);
+    vkt_model_destroy(m);
+    vkt_model_destroy(ref);
+}
+
+/* Every group a node of a pass reads resides in a slot during the node's
+ * segment, and a slot goes to a later residence only two segments after
+ * its last reader. seg_of: each node's segment in this pass. */
+static void check_residences(const vkt_model *m, const nn_gather *g, uint32_t n,
+                             const uint32_t *seg_of)
+{
+    for (uint32_t i = 0; i < m->g.nn; i++) {
+        uint32_t groups[VKT_NN_MAX_IO], ng = vkt__nn_node_groups(m, &m->g.n[i], groups);
+        for (uint32_t j = 0; j < ng; j++) {
+            bool found = false;
+            for (uint32_t r = 0; r < n; r++)
+                found = found || (g[r].group == groups[j] && g[r].first <= seg_of[i] &&
+                                  seg_of[i] <= g[r].last);
+            if (!found) fail_msg("node %u (segment %u) reads group %u, not resident", i,
+                                 seg_of[i], groups[j]);
+        }
+    }
+    for (uint32_t a = 0; a < n; a++) {
+        assert_true(g[a].slot < m->ngslots);
+        uint64_t lo = g[a].group ? m->bucket_ends[g[a].group - 1] : 0;
+        assert_true(vkt_buffer_size(m->gslots[g[a].slot]) >=
+                    (m->bucket_ends[g[a].group] - lo) * 4);
+        for (uint32_t c = a + 1; c < n; c++)
+            if (g[c].slot == g[a].slot)
+                assert_true(g[a].last + 2 <= g[c].first || g[c].last + 2 <= g[a].first);
+    }
+}
+
+/* ZeRO-3 on one process: the gather plan of both passes, and a forward
+ * whose groups are "gathered" by hand (copied from the whole copy into the
+ * slots, as the engine's all-gather would) gives the plain forward's loss
+ * bit for bit. */
+static void test_gpt_gather_plan(void **state)
+{
+    vkt_device *dev = *state;
+    vkt_model *ref = small_gpt(dev, 4), *m = small_gpt(dev, 4);
+    uint32_t np = vkt_model_param_count(m);
+    uint64_t *ends = malloc(np * sizeof *ends), flat = vkt_model_flat_size(m);
+    for (uint32_t i = 0; i + 1 < np; i++) {
+        vkt_param_info pi;
+        assert_vkt_ok(vkt_model_param_info(m, i + 1, &pi));
+        ends[i] = pi.offset;
+    }
+    ends[np - 1] = flat;
+    int32_t tok[2 * 8], lab[2 * 8];
+    for (int i = 0; i < 16; i++) {
+        tok[i] = (i * 3) % 40;
+        lab[i] = (i * 7 + 2) % 40;
+    }
+    vkt_batch b = {.size = 2, .tokens = tok, .labels = lab, .seq_len = 8};
+    float want, got;
+    assert_vkt_ok(vkt_model_forward(ref, &b, &want));
+    assert_vkt_ok(vkt_model_set_grad_buckets(m, np, ends));
+    assert_vkt_ok(vkt__nn_set_grad_slots(m, 0, flat));
+    assert_vkt_ok(vkt__nn_set_gather_mode(m, 0, flat));
+    assert_int_equal(vkt_model_forward(m, &b, NULL), VKT_ERR_INVALID_USAGE);
+    assert_non_null(strstr(vkt_last_error(), "ZeRO-3"));
+    assert_vkt_ok(vkt__nn_forward_begin(m, &b)); /* records and plans */
+    /* the forward's plan */
+    uint32_t *seg_of = calloc(m->g.nn, sizeof *seg_of);
+    bool *cut = calloc(m->g.nn, sizeof *cut);
+    assert_vkt_ok(vkt__nn_forward_cuts(m, cut));
+    for (uint32_t i = 1; i < m->g.nn; i++) seg_of[i] = seg_of[i - 1] + cut[i];
+    assert_int_equal(seg_of[m->g.nn - 1] + 1, m->nfseg);
+    assert_true(m->nfseg > 4);
+    check_residences(m, m->fgath, m->nfgath, seg_of);
+    /* fewer slots than groups: the memory ZeRO-3 saves */
+    assert_true(m->ngslots >= 2 && m->ngslots < np / 2);
+    /* the backward's plan (segment ends include the gather cuts) */
+    assert_vkt_ok(vkt__nn_plan_segments(m, cut));
+    for (uint32_t k = 0, seg = 0; k < m->g.nn; k++) {
+        uint32_t i = m->g.nn - 1 - k;
+        seg_of[i] = seg;
+        seg += cut[i];
+    }
+    check_residences(m, m->bgath, m->nbgath, seg_of);
+    /* run the forward, gathering each segment's groups by hand */
+    vkt_timeline *tl, *gtl;
+    assert_vkt_ok(vkt_timeline_create(dev, 0, &tl));
+    assert_vkt_ok(vkt_timeline_create(dev, 0, &gtl));
+    assert_vkt_ok(vkt__nn_forward_submit(m, tl, 0, gtl, 0));
+    const float *copy = vkt_buffer_host_ptr(m->copy);
+    assert_non_null(copy);
+    for (uint32_t s = 0; s < m->nfseg; s++) {
+        if (s >= 2) assert_vkt_ok(vkt_timeline_wait(tl, s - 1, UINT64_MAX)); /* s-2 done */
+        for (uint32_t r = 0; r < m->nfgath; r++) {
+            const nn_gather *g = &m->fgath[r];
+            if (g->first != s) continue;
+            uint64_t lo = g->group ? ends[g->group - 1] : 0;
+            memcpy(vkt_buffer_host_ptr(m->gslots[g->slot]), copy + lo, (ends[g->group] - lo) * 4);
+        }
+        assert_vkt_ok(vkt_timeline_signal(gtl, s + 1));
+    }
+    assert_vkt_ok(vkt__nn_forward_end(m, &b, &got));
+    assert_memory_equal(&got, &want, sizeof got);
+    vkt_model_memory mem;
+    vkt_model_memory_report(m, &mem);
+    assert_int_equal(mem.params, (flat + m->gslot_len) * 4);
+    vkt_timeline_destroy(tl);
+    vkt_timeline_destroy(gtl);
+    free(seg_of);
+    free(cut);
+    free(ends);
     vkt_model_destroy(m);
     vkt_model_destroy(ref);
 }
@@ -335,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_mlp_segments),
         cmocka_unit_test(test_gpt_tied_weight),
         cmocka_unit_test(test_gpt_grad_slots),
+        cmocka_unit_test(test_gpt_gather_plan),
         cmocka_unit_test(test_loss_scale_and_sumsq),
     };
     return cmocka_run_group_tests(tests, tgpu_group_setup, tgpu_group_teardown);

@@ -1,4 +1,4 @@
-/* The engine's equivalence: DDP and ZeRO-1/2 at world 2 and 4 (real
+/* The engine's equivalence: DDP and ZeRO-1/2/3 at world 2 and 4 (real
  * processes, lavapipe, shared memory and TCP) end with the same weights as
  * one process running the same global batch, with and without gradient
  * accumulation, for the MLP and the GPT, with gradient clipping on, and with
@@ -55,6 +55,11 @@ static const config configs[] = {
     /* ZeRO-2 accumulates each micro-batch's reduce-scattered slots into the
      * shard on the host: in fp16 here, with the tied wte's slot */
     {"gpt-fp16-zero2-gas2", true, 2, 2, NULL, 0, VKT_DTYPE_F16},
+    /* ZeRO-3: parameters partitioned, each segment's groups gathered */
+    {"mlp-zero3", false, 3, 1, NULL, 0, VKT_DTYPE_F32},
+    {"mlp-zero3-gas2-uneven", false, 3, 2, "[1, 3]", 2, VKT_DTYPE_F32},
+    {"gpt-zero3-gas2", true, 3, 2, NULL, 0, VKT_DTYPE_F32},
+    {"gpt-bf16-zero3", true, 3, 1, NULL, 0, VKT_DTYPE_BF16},
 };
 #define NCONFIGS (sizeof configs / sizeof configs[0])
 

@@ -5,8 +5,9 @@
  * - resume: 20 updates straight vs 10, save, a fresh process loading, 10
  *   more (fp16 with a loss scale that grows, ZeRO-1, a warmup/decay lr
  *   schedule, world 2): the last 10 losses are bit-identical;
- * - re-shard: a ZeRO-2 checkpoint written at world 4 loads at world 2 with
- *   bit-identical weights, and training goes on;
+ * - re-shard: a ZeRO-2 checkpoint written at world 4 loads at world 2 under
+ *   ZeRO-3 (parameters partitioned) with bit-identical weights, and
+ *   training goes on;
  * - a corrupted shard, a truncated shard and a checkpoint of another model
  *   each fail to load with an error that names the problem, on every rank;
  *   ranks with disagreeing configs are refused at create. */
@@ -43,6 +44,10 @@ static const char *json_zero1 =
 static const char *json_zero2 =
     "{\"train_batch_size\": 8, \"optimizer\": {\"type\": \"Adam\", \"params\": {\"lr\": 0.001}},"
     " \"zero_optimization\": {\"stage\": 2, \"reduce_bucket_size\": 600}}";
+
+static const char *json_zero3 =
+    "{\"train_batch_size\": 8, \"optimizer\": {\"type\": \"Adam\", \"params\": {\"lr\": 0.001}},"
+    " \"zero_optimization\": {\"stage\": 3, \"reduce_bucket_size\": 600}}";
 
 static void path_of(const job *j, const char *name, char *out, size_t cap)
 {
@@ -127,7 +132,9 @@ static int rank_main(int rank, int world, void *arg)
         snprintf(metrics, sizeof metrics, ", \"vktrain\": {\"metrics_file\": \"%s/metrics.jsonl\"}",
                  j->dir);
     snprintf(json, sizeof json, json_resume, metrics);
-    vkt_engine *e = m ? engine(rank, m, comm, fp16 ? json : json_zero2) : NULL;
+    /* the world-4 ZeRO-2 checkpoint loads at world 2 under ZeRO-3 */
+    const char *cfg = fp16 ? json : j->mode == W2_LOAD ? json_zero3 : json_zero2;
+    vkt_engine *e = m ? engine(rank, m, comm, cfg) : NULL;
     if (!e) rc = 1;
     switch (rc ? BAD_LOADS + 1 : (int)j->mode) {
     case STRAIGHT:

@@ -1,0 +1,138 @@
+/* ZeRO-3 in the engine: each rank keeps only its shard of the parameters,
+ * and every forward and backward gathers each group (gradient bucket) into
+ * one of the model's gather slots just before the segment that reads it.
+ *
+ * A pass submits all its segments at once; segment s waits on gather_tl
+ * for gbase + s + 1. The engine thread then walks the segments: it waits
+ * for the gathers segment s needs and signals gather_tl (the GPU may start
+ * s), posts the gathers of segment s + 1 (a prefetch that overlaps s: the
+ * slot plan guarantees their slots were last read at segment s - 1 or
+ * earlier, which this loop has already waited for), and waits for s. The
+ * gathers are all-gathers with a count per rank (each group's overlap with
+ * every rank's contiguous shard), so a group lands whole in its slot. */
+#include <string.h>
+
+#include "train/engine_int.h"
+
+vkt_status vkt__engine_gather_setup(vkt_engine *e)
+{
+    vkt_model *m = e->model;
+    VKT_CHECK(vkt__nn_set_gather_mode(m, e->shard_lo, e->shard_hi));
+    return vkt_timeline_create(m->dev, 0, &e->gather_tl);
+}
+
+/* Room for one request and world counts per residence of either pass. */
+static vkt_status reserve(vkt_engine *e)
+{
+    const vkt_model *m = e->model;
+    uint32_t n = m->nfgath > m->nbgath ? m->nfgath : m->nbgath;
+    if (n <= e->cap_greqs) return VKT_OK;
+    vkt_comm_req **r = vkt_calloc(n, sizeof *r);
+    size_t *c = vkt_calloc((size_t)n * (size_t)e->world, sizeof *c);
+    if (!r || !c) {
+        vkt_free(r);
+        vkt_free(c);
+        return VKT_ERROR(VKT_ERR_NOMEM, "engine: out of host memory");
+    }
+    vkt_free(e->greqs);
+    vkt_free(e->gcounts);
+    e->greqs = r;
+    e->gcounts = c;
+    e->cap_greqs = n;
+    return VKT_OK;
+}
+
+vkt_status vkt__engine_gathers_post(vkt_engine *e, const nn_gather *g, uint32_t n, uint32_t seg)
+{
+    vkt_model *m = e->model;
+    size_t es = vkt_dtype_size(m->dtype);
+    const char *shard = vkt_buffer_host_ptr(m->copy);
+    for (uint32_t i = 0; i < n; i++) {
+        if (g[i].first != seg) continue;
+        uint32_t b = g[i].group;
+        uint64_t lo = b ? m->bucket_ends[b - 1] : 0, hi = m->bucket_ends[b], slo = 0;
+        size_t *counts = e->gcounts + (size_t)i * (size_t)e->world;
+        for (int r = 0; r < e->world; r++) {
+            uint64_t shi = slo + e->shard_counts[r];
+            uint64_t a = lo > slo ? lo : slo, z = hi < shi ? hi : shi;
+            counts[r] = z > a ? (size_t)(z - a) : 0;
+            slo = shi;
+        }
+        uint64_t from = lo > e->shard_lo ? lo : e->shard_lo;
+        const char *send = counts[e->rank] ? shard + (from - m->copy_lo) * es : shard;
+        VKT_CHECK(vkt_comm_allgatherv_async(e->comm, send, vkt_buffer_host_ptr(m->gslots[g[i].slot]),
+                                            counts, m->dtype, &e->greqs[i]));
+    }
+    return VKT_OK;
+}
+
+vkt_status vkt__engine_gathers_finish(vkt_engine *e, const nn_gather *g, uint32_t n, uint32_t seg,
+                                      uint64_t gbase)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (g[i].first != seg || !e->greqs[i]) continue;
+        vkt_status st = vkt_comm_wait(e->greqs[i]);
+        e->greqs[i] = NULL;
+        if (st != VKT_OK)
+            return vkt__error_context(st, "engine: gathering the parameters of bucket %u",
+                                      g[i].group);
+    }
+    return vkt_timeline_signal(e->gather_tl, gbase + seg + 1);
+}
+
+void vkt__engine_gathers_abort(vkt_engine *e)
+{
+    for (uint32_t i = 0; i < e->cap_greqs; i++)
+        if (e->greqs[i]) {
+            (void)vkt_comm_wait(e->greqs[i]);
+            e->greqs[i] = NULL;
+        }
+    /* Let every submitted segment run (on stale slots: its results are
+     * not used), so waiting for the GPU cannot block. */
+    uint64_t v = 0;
+    if (e->gather_tl && vkt_timeline_value(e->gather_tl, &v) == VKT_OK) {
+        e->gather_base = v + (1ull << 32);
+        (void)vkt_timeline_signal(e->gather_tl, e->gather_base);
+    }
+}
+
+static uint64_t timeout_ns(const vkt_engine *e)
+{
+    double s = e->cfg->comm_timeout_s > 0 ? e->cfg->comm_timeout_s : 300;
+    return (uint64_t)(s * 1e9);
+}
+
+/* The forward with each segment's groups gathered first. */
+static vkt_status forward_gathered(vkt_engine *e, const vkt_batch *b, float *loss)
+{
+    vkt_model *m = e->model;
+    VKT_CHECK(vkt__nn_forward_begin(m, b)); /* records the plan on a new shape */
+    VKT_CHECK(reserve(e));
+    uint32_t nseg = m->nfseg;
+    uint64_t base = e->timeline_base, gbase = e->gather_base;
+    e->timeline_base += nseg + 1;
+    e->gather_base += nseg + 1;
+    vkt_status st = vkt__engine_gathers_post(e, m->fgath, m->nfgath, 0);
+    if (st == VKT_OK) st = vkt__nn_forward_submit(m, e->timeline, base, e->gather_tl, gbase);
+    for (uint32_t s = 0; s < nseg && st == VKT_OK; s++) {
+        st = vkt__engine_gathers_finish(e, m->fgath, m->nfgath, s, gbase);
+        if (st == VKT_OK && s + 1 < nseg)
+            st = vkt__engine_gathers_post(e, m->fgath, m->nfgath, s + 1);
+        if (st == VKT_OK) st = vkt_timeline_wait(e->timeline, base + s + 1, timeout_ns(e));
+        if (st != VKT_OK) st = vkt__error_context(st, "engine: forward segment %u", s);
+    }
+    if (st != VKT_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", vkt_last_error());
+        vkt__engine_gathers_abort(e);
+        (void)vkt_model_backward_wait(m);
+        return VKT_ERROR(st, "%s", msg);
+    }
+    return vkt__nn_forward_end(m, b, loss);
+}
+
+vkt_status vkt__engine_model_forward(vkt_engine *e, const vkt_batch *b, float *loss)
+{
+    if (e->gather) return forward_gathered(e, b, loss);
+    return vkt_model_forward(e->model, b, loss);
+}
