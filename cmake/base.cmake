@@ -22,6 +22,6 @@ target_include_directories(vkt_flags INTERFACE ${VKT_ROOT}/include ${VKT_ROOT}/s
 
 find_package(Threads REQUIRED)
 add_library(vkt_core OBJECT ${VKT_ROOT}/src/core/status.c ${VKT_ROOT}/src/core/alloc.c
-            ${VKT_ROOT}/src/core/env.c ${VKT_ROOT}/src/core/dtype.c)
+            ${VKT_ROOT}/src/core/env.c ${VKT_ROOT}/src/core/dtype.c ${VKT_ROOT}/src/core/fault.c)
 target_link_libraries(vkt_core PUBLIC vkt_flags Threads::Threads)
 target_compile_definitions(vkt_core PRIVATE VKT_BUILDING_LIBRARY)

@@ -2,7 +2,8 @@
 #extension GL_GOOGLE_include_directive : require
 // dropout_bwd: din += dout · keep / (1 - p), the mask recomputed from the
 // same key as the forward (include/dropout.glsl).
-// Bindings: 0 din, STORE_T[N*C], rw; 1 dout, STORE_T[N*C], r.
+// Bindings: 0 din, STORE_T[N*C], rw; 1 dout, STORE_T[N*C], r; 2 state, uint[], r
+// (include/dropout.glsl).
 // Push: struct dropout_push in src/ops/dropout.c. Spec: 0 workgroup size,
 // 1 RUN. Defines: DTYPE_*.
 #include "common.glsl"

@@ -2,7 +2,8 @@
 #extension GL_GOOGLE_include_directive : require
 // dropout_fwd: out = in · keep / (1 - p) over N rows × C columns (inverted
 // dropout; keep decisions in include/dropout.glsl).
-// Bindings: 0 out, STORE_T[N*C], w; 1 in, STORE_T[N*C], r.
+// Bindings: 0 out, STORE_T[N*C], w; 1 in, STORE_T[N*C], r; 2 state, uint[], r
+// (include/dropout.glsl).
 // Push: struct dropout_push in src/ops/dropout.c. Spec: 0 workgroup size,
 // 1 RUN. Defines: DTYPE_*.
 #include "common.glsl"

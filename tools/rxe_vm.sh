@@ -20,8 +20,11 @@
 #
 # Exit codes of run: CMD's own code; 124 the VM ran past the timeout; 125 the
 # VM or its rxe setup failed before CMD ran (console tail on stderr); 126
-# --cwd is not inside a share; 2 usage.
-# Every run ends with one line on stderr: rxe_vm: accel=A exit=N wall=Ns
+# --cwd is not inside a share; 2 usage. The runner's own failures print a
+# line starting "rxe_vm: runner failure:"; a CMD that itself exits 124-126
+# gets "rxe_vm: the command itself exited with N". Every run ends with one
+# line on stderr that says whose code it is:
+#   rxe_vm: accel=A exit=N from=command|runner wall=Ns
 #
 # Settings (environment): VKT_RXE_CACHE (default
 # ${XDG_CACHE_HOME:-~/.cache}/vktrain-rxe), VKT_RXE_MIRROR (default: the
@@ -45,8 +48,8 @@ GUEST_MODS=(virtio_pci 9pnet_virtio 9p veth rdma_rxe ib_uverbs rdma_ucm crc32_ge
 RXE_EXIT_TIMEOUT=124
 RXE_EXIT_INFRA=125
 
-die() { echo "rxe_vm: $*" >&2; exit "$RXE_EXIT_INFRA"; }
-usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+die() { echo "rxe_vm: runner failure: $*" >&2; exit "$RXE_EXIT_INFRA"; }
+usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 need_root() {
     [[ $(id -u) -eq 0 ]] || die "'$1' needs root (debootstrap/apt-get): run 'sudo $0 $1'"
 }
@@ -238,7 +241,7 @@ set -u
 infra() {
     echo "rxe_vm(guest): $*; kernel log tail:" >&2
     dmesg | tail -n 15 >&2
-    echo 125 >/vkt-ctl/exit; exit 125
+    echo runner 125 >/vkt-ctl/exit; exit 125
 }
 stty -F /dev/console -onlcr 2>/dev/null
 # devtmpfs has no /dev/fd links; bash's <(...) and /dev/stdout need them.
@@ -248,10 +251,12 @@ for i in 0:stdin 1:stdout 2:stderr; do ln -sfn "/proc/self/fd/${i%%:*}" "/dev/${
 # but costs ~1 s to load: modprobe it when needed.
 modprobe -qa veth crc32_generic rdma_rxe ib_uverbs || infra "modprobe of the RDMA modules failed"
 EOF
-    local i=0 tag path
-    while read -r tag path; do
-        printf 'mkdir -p %q && mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 %q %q || infra "cannot mount share %q"\n' \
-            "$path" "$tag" "$path" "$path"
+    local line tag path
+    # One "TAG PATH" per line; the path keeps its leading/trailing blanks.
+    while IFS= read -r line; do
+        tag=${line%% *} path=${line#* }
+        printf 'mkdir -p %q && mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 %q %q || infra %q\n' \
+            "$path" "$tag" "$path" "cannot mount share $path"
     done <"$CTL/shares"
     cat <<'EOF'
 # rxe0 on veth0, rxe1 on veth1, in one network namespace. Their only GID
@@ -275,14 +280,15 @@ for d in rxe0 rxe1; do
 done
 EOF
     # the path appears only %q-quoted, never inside another pair of quotes
-    printf 'cd %q || { echo rxe_vm\\(guest\\): --cwd %q is not in a share >&2; echo 126 >/vkt-ctl/exit; exit 126; }\n' "$cwd" "$cwd"
+    printf 'cd %q || { echo %q >&2; echo runner 126 >/vkt-ctl/exit; exit 126; }\n' "$cwd" \
+        "rxe_vm(guest): runner failure: --cwd $cwd is not in a share"
     local kv
     for kv in "$@"; do printf 'export %q\n' "$kv"; done
     if [[ $mode == shell ]]; then
-        echo 'echo "rxe_vm: guest shell (exit to power off)"; setsid -c bash -i </dev/ttyS0 >/dev/ttyS0 2>&1; echo 0 >/vkt-ctl/exit'
+        echo 'echo "rxe_vm: guest shell (exit to power off)"; setsid -c bash -i </dev/ttyS0 >/dev/ttyS0 2>&1; echo command 0 >/vkt-ctl/exit'
     else
         printf '%q ' "${CMD[@]}"; echo '</dev/null'
-        echo 'echo $? >/vkt-ctl/exit'
+        echo 'echo command $? >/vkt-ctl/exit'
     fi
 }
 
@@ -317,7 +323,8 @@ cmd_run() {
         case $s in
             /|/usr|/usr/*|/etc|/etc/*|/bin|/sbin|/lib|/lib/*|/proc*|/sys*|/dev*)
                 die "cannot share system folder $s" ;;
-            *,*) die "share paths cannot contain commas: $s" ;;
+            *,*) die "share paths cannot contain commas: '$s'" ;;
+            *$'\n'*) die "share paths cannot contain newlines" ;;
         esac
         echo "s$i $s" >>"$CTL/shares"
         qargs+=(-virtfs "local,path=$s,mount_tag=s$i,security_model=none,id=s$i")
@@ -336,7 +343,7 @@ cmd_run() {
         -kernel "$kernel" -initrd "$CACHE/root.cpio"
         -append "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off cryptomgr.notests"
         "${qargs[@]}")
-    local t0 rc qrc
+    local t0 rc qrc from=runner
     t0=$(date +%s%N)
     if [[ $mode == shell ]]; then
         "${qemu[@]}" -serial mon:stdio
@@ -347,18 +354,25 @@ cmd_run() {
             grep --line-buffered -avE '^\[ *[0-9]+\.[0-9]+\] (sysrq: Power Off|reboot: Power down)'
         qrc=${PIPESTATUS[0]}
     fi
+    local who code
+    [[ -s $CTL/exit ]] && read -r who code <"$CTL/exit"
     if [[ $qrc -eq 124 || $qrc -eq 137 ]]; then
         rc=$RXE_EXIT_TIMEOUT
-        echo "rxe_vm: the VM ran past the timeout of ${timeout} s (VKT_RXE_TIMEOUT)" >&2
-    elif [[ -s $CTL/exit ]]; then
-        rc=$(cat "$CTL/exit")
+        echo "rxe_vm: runner failure: the VM ran past the timeout of ${timeout} s (VKT_RXE_TIMEOUT)" >&2
+    elif [[ ${who:-} == command && ${code:-} =~ ^[0-9]+$ ]]; then
+        rc=$code from=command
+        ((rc < 124 || rc > 126)) ||
+            echo "rxe_vm: the command itself exited with $rc (not a runner failure)" >&2
+    elif [[ ${who:-} == runner && ${code:-} =~ ^[0-9]+$ ]]; then
+        rc=$code
     else
         rc=$RXE_EXIT_INFRA
-        echo "rxe_vm: the VM stopped (qemu exit $qrc) before the command reported an exit code; console tail:" >&2
+        echo "rxe_vm: runner failure: the VM stopped (qemu exit $qrc) before the command reported an exit code; console tail:" >&2
         tail -n 20 "$CTL/console.log" >&2 2>/dev/null
     fi
     local ms=$((($(date +%s%N) - t0) / 1000000))
-    printf 'rxe_vm: accel=%s exit=%s wall=%d.%ds\n' "$accel" "$rc" $((ms / 1000)) $((ms % 1000 / 100)) >&2
+    printf 'rxe_vm: accel=%s exit=%s from=%s wall=%d.%ds\n' "$accel" "$rc" "$from" $((ms / 1000)) \
+        $((ms % 1000 / 100)) >&2
     exit "$rc"
 }
 

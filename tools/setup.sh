@@ -8,7 +8,9 @@
 #                           data (Fashion-MNIST, the King James Bible)
 #   tools/setup.sh --test   also what only the tests and benchmarks need:
 #                           validation layers, cmocka, Gloo, verbs, OpenBLAS,
-#                           openssh (the launcher's ssh test)
+#                           openssh (the launcher's ssh test), clang +
+#                           libFuzzer (tools/fuzz.sh), SLURM, munge and Open
+#                           MPI (the srun and mpirun tests, label slurm)
 # Then writes data/kjv.txt (the Bible as plain text) once, for the demo.
 set -euo pipefail
 
@@ -23,13 +25,15 @@ testing=(
     libgloo-dev libibverbs-dev rdma-core
     libopenblas-dev iproute2 procps
     openssh-server openssh-client
+    clang-14 libclang-rt-14-dev
+    slurm-wlm munge openmpi-bin
 )
 
 want=("${base[@]}")
 case "${1:-}" in
     "") ;;
     --test) want+=("${testing[@]}") ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup.sh: unknown option '$1' (use --test or nothing)" >&2; exit 2 ;;
 esac
 

@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it: install what is missing, build with
 # warnings as errors, run the ctest label groups one after another (unit,
 # integration, slow: the long-compiling kernel variants), then the unit
-# tests again under ASan + UBSan, then the verbs tests in a soft-RoCE VM
+# tests again under ASan + UBSan, 15 s of libFuzzer on each parser
+# (tools/fuzz.sh), then the verbs tests in a soft-RoCE VM
 # (tools/rxe_vm.sh). Prints each group's wall time and a total; exits
 # non-zero if anything failed.
 set -uo pipefail
@@ -35,7 +36,7 @@ step "configure+build" bash -c \
     'cmake --preset default -DVKT_WERROR=ON -DVKT_BUILD_TESTS=ON >/dev/null &&
      cmake --build --preset default'
 if ((${#failed[@]} == 0)); then
-    for label in unit integration slow; do
+    for label in unit integration slow faults slurm; do
         step "ctest -L $label" ctest_label build "$label"
     done
 fi
@@ -46,6 +47,9 @@ step "asan configure+build" bash -c \
 if [[ ! " ${failed[*]} " =~ " asan configure+build " ]]; then
     step "asan ctest -L unit" ctest_label build-asan unit
 fi
+
+# libFuzzer + ASan/UBSan on every parser, 15 s each (tools/fuzz.sh).
+step "fuzz smoke" tools/fuzz.sh all 15
 
 # Verbs (RDMA) tests run inside a soft-RoCE VM (tools/rxe_vm.sh), which is
 # built on first use; if it cannot be built, this step fails and says so.

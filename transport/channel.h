@@ -110,6 +110,9 @@ extern const vkt_channel_ops vkt__verbs_channel;
 /* 1 when verbs is built in and a device (VKT_IB_DEVICE, or any) has an
  * ACTIVE port: backend auto then uses verbs between hosts. */
 int vkt__verbs_usable(void);
+/* 1 when a verbs channel has no bytes in flight: everything sent was written
+ * to the peer and acknowledged (always 1 for a receiving channel). */
+int vkt__verbs_sent(const vkt_chan *c);
 /* One line per RDMA device port ("rxe0 port 1: PORT_ACTIVE, RoCE, mtu 1024"). */
 vkt_status vkt__verbs_describe(char *out, size_t cap);
 /* Text that is equal for two processes exactly when they can reach each

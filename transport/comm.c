@@ -363,9 +363,24 @@ typedef struct ring_links {
     int nto, nfrom, want_to, want_from; /* want_from 0: not known yet */
 } ring_links;
 
+/* Backend auto with verbs: what failed on this rank's verbs links. With
+ * soft set, a verbs error while linking is recorded here instead of failing
+ * the setup, so that every rank can vote and fall back to tcp together. */
+typedef struct verbs_trial {
+    int soft;
+    int to_failed, from_failed;
+    char why[400]; /* the first failure, with the device in it */
+} verbs_trial;
+
+static void trial_fail(verbs_trial *t, const char *what)
+{
+    if (!t->why[0]) snprintf(t->why, sizeof t->why, "%s", what);
+    vkt_clear_error();
+}
+
 /* One accept attempt on each listener; keeps channels from prev only. The
  * first one tells the link's kind: shm has one, tcp tcp_sockets sockets. */
-static vkt_status accept_prev(vkt_comm *c, const listeners *ls, ring_links *rl)
+static vkt_status accept_prev(vkt_comm *c, const listeners *ls, ring_links *rl, verbs_trial *t)
 {
     vkt_chan_listener *l[3] = {ls->tcp, ls->shm, ls->verbs};
     const vkt_channel_ops *k[3] = {&vkt__tcp_channel, &vkt__shm_channel, &vkt__verbs_channel};
@@ -374,7 +389,13 @@ static vkt_status accept_prev(vkt_comm *c, const listeners *ls, ring_links *rl)
         int peer = -1;
         vkt_chan *ch = NULL;
         if (!l[i]) continue;
-        VKT_CHECK(k[i]->accept(l[i], &ch, &peer));
+        vkt_status st = k[i]->accept(l[i], &ch, &peer);
+        if (st != VKT_OK && t->soft && k[i] == &vkt__verbs_channel) {
+            trial_fail(t, vkt_last_error());
+            t->from_failed = 1;
+            continue;
+        }
+        VKT_CHECK(st);
         if (ch && (peer != prev || (rl->nfrom && ch->ops != rl->from[0]->ops))) {
             fprintf(stderr, "vktrain: rank %d: unexpected channel from rank %d (expected "
                     "%d); dropped\n", c->rank, peer, prev);
@@ -426,8 +447,9 @@ static vkt_status order_sockets(vkt_comm *c, ring_links *rl, double deadline)
     return VKT_OK;
 }
 
-/* Hand the finished links to the comm (or close them on failure). */
-static void keep_links(vkt_comm *c, ring_links *rl, vkt_status st)
+/* Hand the finished links to the comm (or close them on failure); a side
+ * that was not being made keeps what the comm has. */
+static void keep_links(vkt_comm *c, ring_links *rl, int do_to, int do_from, vkt_status st)
 {
     for (int i = 0; i < rl->nto; i++) {
         if (st != VKT_OK) rl->to[i]->ops->close(rl->to[i]);
@@ -439,13 +461,15 @@ static void keep_links(vkt_comm *c, ring_links *rl, vkt_status st)
         else if (i == 0) c->from_prev = rl->from[0];
         else c->from_extra[i - 1] = rl->from[i];
     }
-    c->nto = st == VKT_OK ? rl->nto : 0;
-    c->nfrom = st == VKT_OK ? rl->nfrom : 0;
+    if (do_to) c->nto = st == VKT_OK ? rl->nto : 0;
+    if (do_from) c->nfrom = st == VKT_OK ? rl->nfrom : 0;
 }
 
-/* Connect to the next rank and accept the previous one, both at once. */
+/* Connect to the next rank and accept the previous one, both at once.
+ * do_to / do_from: which of the two links to make (a tcp fallback remakes
+ * only the verbs ones). With t->soft, verbs failures go to t instead. */
 static vkt_status connect_ring(vkt_comm *c, const vkt_chan_config *cfg, const listeners *ls,
-                               char *next_pub)
+                               char *next_pub, int do_to, int do_from, verbs_trial *t)
 {
     int next = (c->rank + 1) % c->size, prev = (c->rank + c->size - 1) % c->size;
     const vkt_channel_ops *ops = &vkt__tcp_channel;
@@ -453,20 +477,28 @@ static vkt_status connect_ring(vkt_comm *c, const vkt_chan_config *cfg, const li
     vkt_chan_connecting *cs = NULL;
     double deadline = vkt__now() + c->timeout_s;
     int backoff = 1;
-    ring_links rl = {{NULL}, {NULL}, 0, 0, 1, 0};
+    ring_links rl = {{NULL}, {NULL}, 0, 0, do_to, 0};
     VKT_CHECK(vkt__choose_kind(c, ls->host_id, next_pub, next, &ops, &addr));
-    if (ops == &vkt__tcp_channel) rl.want_to = c->nsock_cfg;
+    if (do_to && ops == &vkt__tcp_channel) rl.want_to = c->nsock_cfg;
     vkt_status st = VKT_OK;
     for (;;) {
-        while (rl.nto < rl.want_to) {
-            VKT_CHECK_GOTO(st, ops->connect(cfg, addr, next, &cs, &rl.to[rl.nto]), out);
+        while (rl.nto < rl.want_to && !t->to_failed) {
+            st = ops->connect(cfg, addr, next, &cs, &rl.to[rl.nto]);
+            if (st != VKT_OK && t->soft && ops == &vkt__verbs_channel) {
+                trial_fail(t, vkt_last_error());
+                t->to_failed = 1;
+                st = VKT_OK;
+                break;
+            }
+            if (st != VKT_OK) goto out;
             if (!rl.to[rl.nto]) break;
             rl.nto++;
         }
-        VKT_CHECK_GOTO(st, accept_prev(c, ls, &rl), out);
-        if (rl.nto == rl.want_to && rl.want_from && rl.nfrom == rl.want_from) break;
+        if (do_from && !t->from_failed) VKT_CHECK_GOTO(st, accept_prev(c, ls, &rl, t), out);
+        int to_done = rl.nto == rl.want_to || t->to_failed;
+        int from_done = !do_from || t->from_failed || (rl.want_from && rl.nfrom == rl.want_from);
+        if (to_done && from_done) break;
         if (vkt__now() >= deadline) {
-            int to_done = rl.nto == rl.want_to;
             st = VKT_ERROR(VKT_ERR_TIMEOUT, "rank %d: ring setup: %s within %.0f s; check that "
                            "rank %d runs and can reach this host", c->rank,
                            !to_done ? "could not connect to the next rank"
@@ -480,7 +512,7 @@ static vkt_status connect_ring(vkt_comm *c, const vkt_chan_config *cfg, const li
     st = order_sockets(c, &rl, deadline);
 out:
     ops->abort_connect(cs);
-    keep_links(c, &rl, st);
+    keep_links(c, &rl, do_to, do_from, st);
     return st;
 }
 
@@ -548,10 +580,134 @@ static vkt_status check_peer_cfg(const vkt_comm *c, const char *pub, int peer)
     return VKT_OK;
 }
 
+/* ------------------------------------------------- backend auto and verbs --
+ * Auto uses verbs between hosts when both ranks have an ACTIVE port, but a
+ * port may sit on another fabric than its peer's (or need another GID), and
+ * then RDMA fails where tcp works. So under auto every verbs link carries one
+ * small probe frame before the ring is used; each rank then publishes its
+ * verdict (vkt/auto/<rank>), every rank that can do verbs reads all of them,
+ * and if any failed they all close their verbs links and listener and remake
+ * those links over tcp: the whole communicator agrees. With backend verbs
+ * set explicitly nothing is probed and a failure is an error, as before. */
+#define PROBE_TIMEOUT_S 10.0
+
+static int is_verbs(const vkt_chan *ch) { return ch && ch->ops == &vkt__verbs_channel; }
+
+/* The probe's deadline ran out on one side: say which, naming the device. */
+static void probe_late(verbs_trial *t, const vkt_comm *c, const char *dev, int to, double s)
+{
+    char why[200];
+    int peer = (c->rank + (to ? 1 : c->size - 1)) % c->size;
+    snprintf(why, sizeof why, "verbs link %s rank %d on %s: the probe frame was not %s within "
+             "%.0f s", to ? "to" : "from", peer, dev, to ? "acknowledged" : "received", s);
+    trial_fail(t, why);
+    *(to ? &t->to_failed : &t->from_failed) = 1;
+}
+
+/* One frame each way over this rank's verbs links (to next: sent and
+ * acknowledged; from prev: arrived), within min(timeout, PROBE_TIMEOUT_S). */
+static void probe_verbs(vkt_comm *c, const char *dev, verbs_trial *t)
+{
+    vkt_chan *to = is_verbs(c->to_next) && !t->to_failed ? c->to_next : NULL;
+    vkt_chan *from = is_verbs(c->from_prev) && !t->from_failed ? c->from_prev : NULL;
+    uint64_t out = 0x70726f6265ull, in = 0; /* "probe" */
+    vkt_chan_req sr, rr;
+    int sdone = !to, rdone = !from, d = 0;
+    double limit = c->timeout_s < PROBE_TIMEOUT_S ? c->timeout_s : PROBE_TIMEOUT_S;
+    double deadline = vkt__now() + limit;
+    if (to && to->ops->isend(to, &sr, &out, sizeof out) != VKT_OK) {
+        trial_fail(t, vkt_last_error());
+        sdone = t->to_failed = 1;
+    }
+    if (from && from->ops->irecv(from, &rr, &in, sizeof in) != VKT_OK) {
+        trial_fail(t, vkt_last_error());
+        rdone = t->from_failed = 1;
+    }
+    while (!sdone || !rdone) {
+        if (!sdone && to->ops->test(to, &sr, &d) != VKT_OK) {
+            trial_fail(t, vkt_last_error());
+            sdone = t->to_failed = 1;
+        } else if (!sdone) {
+            sdone = d && vkt__verbs_sent(to);
+        }
+        if (!rdone && from->ops->test(from, &rr, &d) != VKT_OK) {
+            trial_fail(t, vkt_last_error());
+            rdone = t->from_failed = 1;
+        } else if (!rdone) {
+            rdone = d;
+        }
+        if ((!sdone || !rdone) && vkt__now() >= deadline) {
+            if (!sdone) probe_late(t, c, dev, 1, limit);
+            if (!rdone) probe_late(t, c, dev, 0, limit);
+            break;
+        }
+        vkt__sleep_ms(1);
+    }
+}
+
+/* Publish this rank's verdict; a rank that can do verbs reads everyone's
+ * and sets *fallback when any rank's verbs failed (*who: the first). */
+static vkt_status vote_verbs(vkt_comm *c, int can_verbs, const verbs_trial *t, int *fallback,
+                             int *who, char *why, size_t cap)
+{
+    char key[64], val[sizeof t->why];
+    size_t len = 0;
+    const char *mine = !can_verbs ? "none" : t->why[0] ? t->why : "ok";
+    snprintf(key, sizeof key, "vkt/auto/%d", c->rank);
+    VKT_CHECK(vkt__store_set(c->store, key, mine, strlen(mine)));
+    *fallback = 0;
+    for (int q = 0; q < c->size && can_verbs; q++) {
+        snprintf(key, sizeof key, "vkt/auto/%d", q);
+        vkt_status st = vkt__store_get(c->store, key, val, sizeof val - 1, &len);
+        if (st != VKT_OK)
+            return vkt__error_context(st, "backend auto: waiting for rank %d's verbs verdict", q);
+        val[len] = '\0';
+        if (strcmp(val, "ok") == 0 || strcmp(val, "none") == 0) continue;
+        if (!*fallback) {
+            *who = q;
+            snprintf(why, cap, "%s", val);
+        }
+        *fallback = 1;
+    }
+    return VKT_OK;
+}
+
+/* Backend auto after the ring's links are made: probe, vote, and remake the
+ * verbs links over tcp when any rank's verbs failed. */
+static vkt_status settle_auto(vkt_comm *c, const vkt_chan_config *cfg, listeners *ls,
+                              const char *my_pub, char *next_pub, verbs_trial *t)
+{
+    char dev[64] = "?", why[sizeof t->why];
+    const char *v = strstr(my_pub, "verbs=");
+    int fallback = 0, who = -1;
+    if (v) snprintf(dev, sizeof dev, "%.*s", (int)strcspn(v + 6, "|\n"), v + 6);
+    if (ls->verbs) probe_verbs(c, dev, t);
+    VKT_CHECK(vote_verbs(c, ls->verbs != NULL, t, &fallback, &who, why, sizeof why));
+    if (!fallback) return VKT_OK;
+    if (t->why[0])
+        fprintf(stderr, "vktrain: rank %d: warning: backend auto: verbs on %s failed: %s; "
+                "using tcp instead for this communicator (backend tcp skips the try)\n",
+                c->rank, dev, t->why);
+    int redo_to = is_verbs(c->to_next) || t->to_failed;
+    int redo_from = is_verbs(c->from_prev) || t->from_failed;
+    if (is_verbs(c->to_next)) c->to_next->ops->close(c->to_next);
+    if (is_verbs(c->from_prev)) c->from_prev->ops->close(c->from_prev);
+    if (redo_to) c->to_next = NULL;
+    if (redo_from) c->from_prev = NULL;
+    vkt__verbs_channel.close_listener(ls->verbs); /* later direct links take tcp too */
+    ls->verbs = c->lis_verbs = NULL;
+    verbs_trial hard = {0};
+    vkt_status st = connect_ring(c, cfg, ls, next_pub, redo_to, redo_from, &hard);
+    if (st != VKT_OK)
+        return vkt__error_context(st, "backend auto: remaking the verbs links over tcp after "
+                                  "rank %d's verbs failed (%s)", who, why);
+    return VKT_OK;
+}
+
 static vkt_status setup_ring(vkt_comm *c, const char *listen_host)
 {
     vkt_chan_config cfg = {c->rank, c->checksum, &c->auth};
-    char pub[2 * VKT_CHAN_ADDR_MAX + 300], next_pub[sizeof pub], key[64];
+    char pub[2 * VKT_CHAN_ADDR_MAX + 300], next_pub[sizeof pub], next_copy[sizeof pub], key[64];
     size_t len = 0;
     int next = (c->rank + 1) % c->size;
     listeners ls = {NULL, NULL, NULL, ""};
@@ -567,8 +723,12 @@ static vkt_status setup_ring(vkt_comm *c, const char *listen_host)
         goto out;
     }
     next_pub[len] = '\0';
+    memcpy(next_copy, next_pub, len + 1); /* choose_kind cuts its copy into lines */
     VKT_CHECK_GOTO(st, check_peer_cfg(c, next_pub, next), out);
-    st = connect_ring(c, &cfg, &ls, next_pub);
+    verbs_trial t = {.soft = c->backend == VKT_COMM_BACKEND_AUTO && ls.verbs};
+    st = connect_ring(c, &cfg, &ls, next_pub, 1, 1, &t);
+    if (st == VKT_OK && c->backend == VKT_COMM_BACKEND_AUTO)
+        st = settle_auto(c, &cfg, &ls, pub, next_copy, &t);
     if (st == VKT_OK) c->link_name = c->to_next->ops->name; /* fixed from now on */
 out:
     /* The listeners stay open for direct links (send/recv, recursive

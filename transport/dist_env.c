@@ -1,5 +1,5 @@
 /* Where this process sits in a job, from the environment its launcher left:
- * torchrun-style variables, SLURM's srun, or Open MPI's mpirun. Read with
+ * torchrun-style variables, Open MPI's mpirun, or SLURM's srun. Read with
  * getenv on every call (not the cached VKT_* parameters): these variables
  * belong to the launcher, and a test may set them between calls. */
 #include <ctype.h>
@@ -186,8 +186,16 @@ static vkt_status from_slurm(vkt_dist_env *e)
     static const char why[] = "run the program with srun inside the allocation";
     e->source = "slurm";
     VKT_CHECK(env_int("SLURM_PROCID", 1, 0, why, &e->rank));
-    VKT_CHECK(env_int(env("SLURM_NTASKS") ? "SLURM_NTASKS" : "SLURM_NPROCS", 1, 0, why,
-                      &e->world_size));
+    const char *size_var = env("SLURM_NTASKS") ? "SLURM_NTASKS" : "SLURM_NPROCS";
+    VKT_CHECK(env_int(size_var, 1, 0, why, &e->world_size));
+    /* A job's batch script has SLURM_PROCID=0 and the allocation's task
+     * count too, but no step id: it is one process, not a rank of srun's,
+     * and would wait for ranks that nobody starts. */
+    VKT_FAIL_IF(e->world_size > 1 && !env("SLURM_STEP_ID") && !env("SLURM_STEPID"),
+                VKT_ERR_INVALID_ARG, "SLURM_PROCID is set with %s=%d but SLURM_STEP_ID is "
+                "not: this is the job's batch script, not a task of srun; start the ranks "
+                "with 'srun PROGRAM', or unset SLURM_PROCID for one process", size_var,
+                e->world_size);
     VKT_CHECK(env_int("SLURM_LOCALID", 0, -1, "", &e->local_rank));
     const char *per = env("SLURM_STEP_TASKS_PER_NODE");
     if (per) {
@@ -241,12 +249,14 @@ VKT_API vkt_status vkt_dist_env_detect(vkt_dist_env *out)
     vkt_dist_env e = {.rank = 0, .world_size = 1, .local_rank = 0, .local_world_size = 1,
                       .source = "none"};
     vkt_status st = VKT_OK;
+    /* mpirun before SLURM: mpirun inside a SLURM job's batch script hands
+     * every rank the script's SLURM_PROCID=0 as well as its own rank. */
     if (env("RANK") || env("WORLD_SIZE"))
         st = from_torchrun(&e);
-    else if (env("SLURM_PROCID"))
-        st = from_slurm(&e);
     else if (env("OMPI_COMM_WORLD_RANK"))
         st = from_ompi(&e);
+    else if (env("SLURM_PROCID"))
+        st = from_slurm(&e);
     if (st == VKT_OK && strcmp(e.source, "none") != 0) st = master_overrides(&e);
     if (st != VKT_OK) return st;
     /* The variables that carried rank and size, for the messages. */

@@ -20,7 +20,7 @@
 
 #include "transport_int.h"
 
-enum { OP_SET = 1, OP_GET = 2, OP_ADD = 3 };
+enum { OP_SET = VKT_STORE_OP_SET, OP_GET = VKT_STORE_OP_GET, OP_ADD = VKT_STORE_OP_ADD };
 enum { RESP_OK = 0, RESP_NOTFOUND = 1, RESP_BAD = 2 };
 
 #define KEY_MAX 1024u
@@ -32,6 +32,7 @@ typedef struct req_hdr {
     uint32_t op, keylen;
     uint64_t arg;
 } req_hdr;
+_Static_assert(sizeof(req_hdr) == VKT_STORE_REQ_HDR_BYTES, "store request header size");
 typedef struct resp_hdr {
     uint32_t status, pad;
     uint64_t val;
@@ -60,6 +61,31 @@ struct vkt__store_server {
     client *clients[MAX_CLIENTS];
     int nclients;
 };
+
+/* -------------------------------------------------------------- requests -- */
+
+vkt_status vkt__store_req_decode(const void *buf, size_t n, vkt__store_req *q, size_t *size)
+{
+    req_hdr h;
+    *size = sizeof h;
+    if (n < sizeof h) return VKT_OK;
+    memcpy(&h, buf, sizeof h);
+    VKT_FAIL_IF(h.op < OP_SET || h.op > OP_ADD, VKT_ERR_CORRUPT,
+                "store request: unknown operation %u (1 set, 2 get, 3 add)", h.op);
+    VKT_FAIL_IF(h.keylen == 0 || h.keylen > KEY_MAX, VKT_ERR_CORRUPT,
+                "store request: a key of %u bytes (keys have 1 to %u)", h.keylen, KEY_MAX);
+    VKT_FAIL_IF(h.op == OP_SET && h.arg > VAL_MAX, VKT_ERR_CORRUPT,
+                "store request: a value of %llu bytes (at most %u)", (unsigned long long)h.arg,
+                VAL_MAX);
+    *size = sizeof h + h.keylen + (h.op == OP_SET ? (size_t)h.arg : 0);
+    if (n < *size) return VKT_OK;
+    const char *key = (const char *)buf + sizeof h;
+    /* The server keeps keys as C strings: "a\0b" would silently be "a". */
+    VKT_FAIL_IF(memchr(key, '\0', h.keylen), VKT_ERR_CORRUPT,
+                "store request: the key holds a NUL byte (keys are text)");
+    *q = (vkt__store_req){h.op, h.keylen, h.arg, key, key + h.keylen};
+    return VKT_OK;
+}
 
 /* ---------------------------------------------------------------- server -- */
 
@@ -149,35 +175,49 @@ static void apply(struct vkt__store_server *s, const req_hdr *h, const char *key
     vkt_free(val);
 }
 
-/* Serve one request; returns 0 when the connection should close. */
+/* Serve one request; returns 0 when the connection should close. The
+ * header is read first because it gives the request's length; the whole
+ * request is then decoded by vkt__store_req_decode, which needs no socket
+ * (tests/fuzz/fuzz_store.c drives it with arbitrary bytes). */
 static int serve_one(client *cl)
 {
     const double forever = 1e300;
-    req_hdr h;
+    unsigned char head[VKT_STORE_REQ_HDR_BYTES], *msg = NULL;
     char key[KEY_MAX + 1];
     void *val = NULL, *out = NULL;
-    size_t outlen = 0;
+    size_t size = 0, outlen = 0;
+    vkt__store_req q;
     resp_hdr r;
-    if (vkt__net_read_all(cl->fd, &h, sizeof h, forever, "store client")) return 0;
-    if (h.keylen == 0 || h.keylen > KEY_MAX || (h.op == OP_SET && h.arg > VAL_MAX) ||
-        h.op < OP_SET || h.op > OP_ADD) {
-        fprintf(stderr, "vktrain: store: malformed request from %s; closing it\n", cl->peer);
-        return 0;
-    }
-    if (vkt__net_read_all(cl->fd, key, h.keylen, vkt__now() + HANDSHAKE_S, "store client"))
-        return 0;
-    key[h.keylen] = '\0';
-    if (h.op == OP_SET) {
-        val = vkt_malloc(h.arg);
-        if (!val || vkt__net_read_all(cl->fd, val, h.arg, vkt__now() + HANDSHAKE_S,
-                                      "store client")) {
-            vkt_free(val);
+    if (vkt__net_read_all(cl->fd, head, sizeof head, forever, "store client")) return 0;
+    int ok = vkt__store_req_decode(head, sizeof head, &q, &size) == VKT_OK;
+    if (ok) {
+        msg = vkt_malloc(size);
+        if (!msg) return 0;
+        memcpy(msg, head, sizeof head);
+        if (vkt__net_read_all(cl->fd, msg + sizeof head, size - sizeof head,
+                              vkt__now() + HANDSHAKE_S, "store client")) {
+            vkt_free(msg);
             return 0;
         }
+        ok = vkt__store_req_decode(msg, size, &q, &size) == VKT_OK;
     }
-    apply(cl->srv, &h, key, val, &r, &out, &outlen);
-    int ok = vkt__net_write_all(cl->fd, &r, sizeof r, vkt__now() + HANDSHAKE_S,
-                                "store client") == VKT_OK;
+    if (!ok) {
+        fprintf(stderr, "vktrain: store: malformed request from %s (%s); closing it\n",
+                cl->peer, vkt_last_error());
+        vkt_free(msg);
+        return 0;
+    }
+    memcpy(key, q.key, q.keylen);
+    key[q.keylen] = '\0';
+    if (q.op == OP_SET) {
+        val = vkt_malloc(q.arg);
+        if (val) memcpy(val, q.val, q.arg);
+    }
+    vkt_free(msg);
+    if (q.op == OP_SET && !val) return 0;
+    apply(cl->srv, &(req_hdr){q.op, q.keylen, q.arg}, key, val, &r, &out, &outlen);
+    ok = vkt__net_write_all(cl->fd, &r, sizeof r, vkt__now() + HANDSHAKE_S,
+                            "store client") == VKT_OK;
     if (ok && out)
         ok = vkt__net_write_all(cl->fd, out, outlen, vkt__now() + HANDSHAKE_S,
                                 "store client") == VKT_OK;

@@ -97,6 +97,23 @@ vkt_status vkt__store_tcp_serve(const char *host, int port, const vkt__auth *aut
 void vkt__store_tcp_stop(vkt__store_server *srv);
 vkt_status vkt__store_tcp_connect(const char *host, int port, const vkt__auth *auth,
                                   double timeout_s, vkt__store **out);
+/* A TCP store request: {u32 op, u32 keylen, u64 arg} key [value, arg bytes,
+ * for SET]. The server reads the header, then the rest, and decodes both
+ * with vkt__store_req_decode, which needs no socket (tests/fuzz drives it). */
+#define VKT_STORE_REQ_HDR_BYTES 16u
+enum { VKT_STORE_OP_SET = 1, VKT_STORE_OP_GET = 2, VKT_STORE_OP_ADD = 3 };
+typedef struct vkt__store_req {
+    uint32_t op;     /* VKT_STORE_OP_* */
+    uint32_t keylen; /* 1..1024 bytes, none of them NUL */
+    uint64_t arg;    /* SET: value bytes (at most 1 MiB); ADD: the delta */
+    const char *key; /* keylen bytes inside the decoded buffer (no terminator) */
+    const void *val; /* SET: arg bytes inside the decoded buffer */
+} vkt__store_req;
+/* Decode the request at the front of buf (n bytes so far). *size receives
+ * its total length (VKT_STORE_REQ_HDR_BYTES while the header is short);
+ * once n >= *size, *q is filled, pointing into buf. VKT_ERR_CORRUPT naming
+ * the fault for a bad op, key length or value length, or a NUL in the key. */
+vkt_status vkt__store_req_decode(const void *buf, size_t n, vkt__store_req *q, size_t *size);
 /* Local IP of the client's connection to the store ("" for non-TCP stores). */
 const char *vkt__store_local_ip(const vkt__store *s);
 /* File store (store_file.c). */

@@ -214,18 +214,20 @@ typedef struct vkt_comm_opts {
  * program runs unchanged under any of these (first match wins):
  *   "torchrun": RANK or WORLD_SIZE set (vktrain launch, torchrun, by hand):
  *       RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR/PORT;
+ *   "mpirun": OMPI_COMM_WORLD_RANK set (Open MPI): OMPI_COMM_WORLD_RANK,
+ *       _SIZE, _LOCAL_RANK, _LOCAL_SIZE; master 127.0.0.1 when every rank is
+ *       on one host, else none (export MASTER_ADDR=<rank 0's host>; mpirun -x
+ *       MASTER_ADDR passes it); port 20000 + a hash of the job's PMIx
+ *       namespace % 20000. Before "slurm": mpirun in a SLURM batch script
+ *       hands every rank the script's SLURM_PROCID=0 too;
  *   "slurm": SLURM_PROCID set (a task of srun): rank SLURM_PROCID, world
  *       SLURM_NTASKS, local rank SLURM_LOCALID, local world this node's
  *       entry of SLURM_STEP_TASKS_PER_NODE (else SLURM_NTASKS_PER_NODE);
  *       master: the first host of SLURM_STEP_NODELIST (else
  *       SLURM_JOB_NODELIST, SLURM_NODELIST), port 20000 + SLURM_JOB_ID %
  *       20000 (rank 0 must run on that first host, as srun's block and cyclic
- *       distributions place it);
- *   "mpirun": OMPI_COMM_WORLD_RANK set (Open MPI): OMPI_COMM_WORLD_RANK,
- *       _SIZE, _LOCAL_RANK, _LOCAL_SIZE; master 127.0.0.1 when every rank is
- *       on one host, else none (export MASTER_ADDR=<rank 0's host>; mpirun -x
- *       MASTER_ADDR passes it); port 20000 + a hash of the job's PMIx
- *       namespace % 20000;
+ *       distributions place it). Without SLURM_STEP_ID (the batch script
+ *       itself, not a task of srun) a world above 1 is an error;
  *   "none": nothing of the above; rank 0 of 1.
  * Under slurm and mpirun, MASTER_ADDR and MASTER_PORT, when set, override the
  * derived master (set MASTER_PORT when two job steps run at once, as they
@@ -245,8 +247,9 @@ typedef struct vkt_dist_env {
  * Returns VKT_OK; VKT_ERR_INVALID_ARG for NULL out, a value that is not a
  * non-negative integer, a rank not below the world size, a local rank not
  * below the local world size, a MASTER_PORT outside 1..65535, a malformed
- * SLURM hostlist or task layout, RANK without WORLD_SIZE or the reverse; the
- * message names the variable and its value. */
+ * SLURM hostlist or task layout, RANK without WORLD_SIZE or the reverse,
+ * SLURM_PROCID with SLURM_NTASKS > 1 outside an srun step; the message names
+ * the variable and its value. */
 VKT_API vkt_status vkt_dist_env_detect(vkt_dist_env *out);
 
 /* Join a job: rendezvous through the store, connect the ring, and start this

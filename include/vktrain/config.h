@@ -115,6 +115,7 @@ typedef struct vkt_config {
     char *metrics_file;                      /* NULL: none */
     bool allow_unauthenticated;              /* false */
     uint64_t seed;                           /* 1234 (DeepSpeed has no seed key) */
+    uint64_t check_replicas_every;           /* 0: off; N: compare replicas every N updates */
     /* Warnings, in file order, each one line without a newline. */
     uint32_t warning_count;
     char **warnings;

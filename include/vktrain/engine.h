@@ -60,9 +60,10 @@
  *     so then the update always runs sharded (each rank updates its part,
  *     then all-gather), as at ZeRO-1, which keeps the replicas identical;
  *   - parameters are broadcast from rank 0 at create;
- *   - with vktrain.check_replicas_every N (stages 0-2), after every N-th
- *     update the ranks compare XXH3 hashes of each parameter of their
- *     replicas (one small all-gather); a difference fails step() with
+ *   - with vktrain.check_replicas_every N, after every N-th update the
+ *     ranks compare XXH3 hashes of each parameter of their replicas (one
+ *     small all-gather; at stage 3, of the copy each rank all-gathers for
+ *     the check); a difference fails step() with
  *     VKT_ERR_NUMERIC on every rank, naming the ranks, the first parameter
  *     and the update;
  *   - with vktrain.metrics_file set, rank 0 appends one JSON line per
@@ -127,7 +128,12 @@ VKT_API void vkt_engine_destroy(vkt_engine *e);
 /* Forward of this rank's micro-batch: b->size must be this rank's micro
  * batch size (VKT_ERR_INVALID_ARG otherwise); b->loss_denominator is set by
  * the engine unless the caller gave one. *loss (may be NULL): the mean loss
- * of this micro-batch. */
+ * of this micro-batch. Dropout trains with step = global_steps and, unless
+ * the caller set b->first_sample (nonzero), first_sample = this micro-batch's
+ * place in the run: global_samples + micro_step × (Σ of the ranks'
+ * micro-batches) + the micro-batches of the lower ranks, so the masks match
+ * one process running the whole global batch; vkt_engine_eval turns dropout
+ * off. */
 VKT_API vkt_status vkt_engine_forward(vkt_engine *e, const vkt_batch *b, float *loss);
 /* Forward only, for evaluation: the loss (may be NULL) is this batch's own
  * mean, nothing is counted, and no backward may follow (read the outputs

@@ -49,12 +49,15 @@ typedef struct vkt_mlp_opts {
     vkt_loss loss;
     vkt_dtype dtype;           /* compute dtype f32, f16 or bf16 (master weights f32) */
     uint64_t seed;             /* deterministic init (PyTorch's nn.Linear bounds) */
+    /* Dropout probability in [0, 1) after each hidden activation (not after
+     * the output layer); 0: no dropout nodes at all. See "Dropout" below. */
+    float dropout;
 } vkt_mlp_opts;
 
 #define VKT_MLP_OPTS_INIT                                                          \
     {                                                                              \
         sizeof(vkt_mlp_opts), 0, NULL, VKT_ACTIVATION_RELU, VKT_LOSS_XENT,         \
-            VKT_DTYPE_F32, 0                                                       \
+            VKT_DTYPE_F32, 0, 0.0f                                                 \
     }
 
 /* Build an MLP on dev (borrowed; must outlive the model). Blocking.
@@ -72,7 +75,12 @@ VKT_API vkt_status vkt_model_create_mlp(vkt_device *dev, const vkt_mlp_opts *opt
  * attn.c_attn.weight [3C,C], attn.c_attn.bias, attn.c_proj.weight [C,C],
  * attn.c_proj.bias, ln_2.weight, ln_2.bias, mlp.c_fc.weight [4C,C],
  * mlp.c_fc.bias, mlp.c_proj.weight [C,4C], mlp.c_proj.bias; then ln_f.weight,
- * ln_f.bias. */
+ * ln_f.bias.
+ * Dropout (p = dropout > 0) where GPT-2 has it: on the embedding sum, and on
+ * the output projection of each attention and each MLP block before its
+ * residual add. Not on the attention probabilities: GPT-2's attn_pdrop is
+ * not implemented (the attention kernels would have to apply and recompute
+ * the mask). */
 typedef struct vkt_gpt_opts {
     uint32_t struct_size; /* set by VKT_GPT_OPTS_INIT */
     uint32_t vocab;       /* tokens 0..vocab-1 */
@@ -80,11 +88,12 @@ typedef struct vkt_gpt_opts {
     uint32_t layers, heads, channels; /* channels divisible by heads */
     vkt_dtype dtype;      /* compute dtype f32, f16 or bf16 (master weights f32) */
     uint64_t seed;
+    float dropout;        /* probability in [0, 1); 0: no dropout nodes at all */
 } vkt_gpt_opts;
 
 #define VKT_GPT_OPTS_INIT                                                          \
     {                                                                              \
-        sizeof(vkt_gpt_opts), 256, 64, 2, 4, 128, VKT_DTYPE_F32, 0                 \
+        sizeof(vkt_gpt_opts), 256, 64, 2, 4, 128, VKT_DTYPE_F32, 0, 0.0f           \
     }
 
 VKT_API vkt_status vkt_model_create_gpt(vkt_device *dev, const vkt_gpt_opts *opts,
@@ -133,6 +142,11 @@ typedef struct vkt_batch {
      * global batch's count when gradients of several micro-batches or ranks
      * are summed. 0: this batch's own count. */
     uint64_t loss_denominator;
+    /* Global index of this batch's first sample (MLP) or sequence (GPT) in
+     * the run: dropout draws its mask per global sample, so a batch split
+     * into micro-batches or across ranks drops what the whole batch would.
+     * 0 by default; the engine sets it (see vkt_engine_forward). */
+    uint64_t first_sample;
 } vkt_batch;
 
 /* Forward pass with loss (blocking; *loss is this batch's share of the mean
@@ -158,6 +172,25 @@ VKT_API vkt_status vkt_model_zero_grad(vkt_model *m);
  * gradients come out multiplied by scale; divide them again with
  * vkt_model_step_scaled). Positive and finite; 1 by default. */
 VKT_API vkt_status vkt_model_set_loss_scale(vkt_model *m, float scale);
+
+/* ---- Dropout ----
+ * Inverted dropout (kept values scaled by 1/(1-p)) whose mask is a pure
+ * function of (model seed, step, dropout layer, global sample index, element
+ * within the sample): never of the rank, the micro-batch split or the
+ * recording, so data-parallel ranks holding slices of one global batch (each
+ * batch with its first_sample) drop exactly what one process running the
+ * whole batch would, and the backward recomputes the forward's mask. The
+ * recorded command buffers read these values from a small host-visible
+ * buffer the model writes at each forward, so changing them costs nothing.
+ *
+ * training true: forwards drop with the model's p, masks keyed by step (use
+ * the optimizer update number: a new mask per update). false: evaluation,
+ * no dropout (the same numbers as a model built without it). Until the
+ * first call a model trains with step = its number of vkt_model_step calls.
+ * The engine calls it on every forward (training, its global step) and
+ * evaluation. Takes effect at the next forward; a no-op for models built
+ * with dropout 0. VKT_ERR_INVALID_ARG for a NULL model. */
+VKT_API vkt_status vkt_model_set_dropout(vkt_model *m, bool training, uint64_t step);
 
 /* ---- gradient buckets: backward in segments, for overlapping the
  * all-reduce of finished gradients with the rest of the backward ----

@@ -74,7 +74,8 @@ static int parse(int argc, char **argv, sample_opts *o)
     return 0;
 }
 
-/* DIR/model.json → GPT options. */
+/* DIR/model.json → GPT options. Its "dropout" is not read: sampling is
+ * evaluation, and a model built without dropout drops nothing. */
 static int read_shape(const char *dir, vkt_gpt_opts *g)
 {
     char path[4096];

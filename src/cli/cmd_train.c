@@ -36,6 +36,8 @@ static void usage(FILE *f)
             "  --hidden W,W,...     mlp hidden widths (default 1024,1024)\n"
             "  --layers N --heads N --width N --context N   gpt shape (default 4 4 256 128)\n"
             "  --val-fraction F     gpt: the end of the file held out (default 0.1)\n"
+            "  --dropout P          dropout probability in [0, 1) (default 0: none); off\n"
+            "                       in evaluation and in 'vktrain sample'\n"
             "Optimisation (without --config):\n"
             "  --config FILE        DeepSpeed JSON config (batch, optimizer, scheduler,\n"
             "                       fp16/bf16, ZeRO, clipping, vktrain.*); overrides:\n"
@@ -63,7 +65,7 @@ static void usage(FILE *f)
 
 enum { O_HIDDEN = 256, O_LAYERS, O_HEADS, O_WIDTH, O_CONTEXT, O_VALF, O_BATCH, O_LR, O_ZERO,
        O_DTYPE, O_EPOCHS, O_STEPS, O_EVAL, O_EVALB, O_TARGET, O_CKPT, O_SAVE, O_RESUME,
-       O_METRICS, O_PLOT, O_PRINT, O_DEVICE, O_SEED, O_MODEL, O_DATA, O_CONFIG };
+       O_METRICS, O_PLOT, O_PRINT, O_DEVICE, O_SEED, O_MODEL, O_DATA, O_CONFIG, O_DROPOUT };
 
 static const struct option longopts[] = {
     {"model", 1, 0, O_MODEL}, {"data", 1, 0, O_DATA}, {"config", 1, 0, O_CONFIG},
@@ -75,7 +77,7 @@ static const struct option longopts[] = {
     {"target-accuracy", 1, 0, O_TARGET}, {"ckpt-dir", 1, 0, O_CKPT},
     {"save-every", 1, 0, O_SAVE}, {"resume", 0, 0, O_RESUME}, {"metrics", 1, 0, O_METRICS},
     {"plot", 1, 0, O_PLOT}, {"print-every", 1, 0, O_PRINT}, {"device", 1, 0, O_DEVICE},
-    {"seed", 1, 0, O_SEED}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    {"seed", 1, 0, O_SEED}, {"dropout", 1, 0, O_DROPOUT}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
 
 static int parse_u64(const char *opt, const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
 {
@@ -138,6 +140,7 @@ static int parse_args(int argc, char **argv, train_opts *o)
         case O_PRINT: rc = parse_u64(name, optarg, 1, UINT64_MAX / 2, &o->print_every); break;
         case O_DEVICE: o->device = optarg; break;
         case O_SEED: rc = parse_u64(name, optarg, 0, UINT64_MAX, &o->seed); break;
+        case O_DROPOUT: rc = parse_double(name, optarg, 0, 0.99, &o->dropout); break;
         default: return cli_usage_error("train", "unknown option (see --help)");
         }
     }
@@ -254,7 +257,7 @@ static int create_model(train_job *j)
         vkt_gpt_opts g = VKT_GPT_OPTS_INIT;
         g.vocab = j->ti.vocab, g.context = j->o.context, g.layers = j->o.layers;
         g.heads = j->o.heads, g.channels = j->o.width, g.dtype = config_dtype(j->cfg);
-        g.seed = j->o.seed;
+        g.seed = j->o.seed, g.dropout = (float)j->o.dropout;
         st = vkt_model_create_gpt(j->dev, &g, &j->model);
     } else {
         uint32_t sizes[18] = {j->ti.features}, n = 1;
@@ -272,6 +275,7 @@ static int create_model(train_job *j)
         sizes[n] = j->ti.classes;
         vkt_mlp_opts m = VKT_MLP_OPTS_INIT;
         m.layers = n, m.sizes = sizes, m.dtype = config_dtype(j->cfg), m.seed = j->o.seed;
+        m.dropout = (float)j->o.dropout;
         st = vkt_model_create_mlp(j->dev, &m, &j->model);
     }
     return st == VKT_OK ? 0 : cli_fail(st, "train: creating the model");
@@ -283,14 +287,16 @@ static int write_model_json(train_job *j)
     if (j->rank != 0 || !j->o.ckpt_dir) return 0;
     if (mkdir(j->o.ckpt_dir, 0755) && errno != EEXIST)
         return cli_fail(VKT_ERROR(VKT_ERR_IO, "cannot create %s: %m", j->o.ckpt_dir), "train");
-    json_t *o = j->gpt ? json_pack("{s:s, s:i, s:i, s:i, s:i, s:i}", "model", "gpt", "vocab",
+    /* dropout: a record of how it was trained; sampling never drops */
+    json_t *o = j->gpt ? json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:f}", "model", "gpt", "vocab",
                                    (int)j->ti.vocab, "context", (int)j->o.context, "layers",
                                    (int)j->o.layers, "heads", (int)j->o.heads, "channels",
-                                   (int)j->o.width)
-                       : json_pack("{s:s, s:i, s:s, s:i, s:f, s:f}", "model", "mlp", "inputs",
-                                   (int)j->ti.features, "hidden", j->o.hidden, "classes",
-                                   (int)j->ti.classes, "input_mean", (double)j->in_mean,
-                                   "input_std", (double)j->in_std);
+                                   (int)j->o.width, "dropout", j->o.dropout)
+                       : json_pack("{s:s, s:i, s:s, s:i, s:f, s:f, s:f}", "model", "mlp",
+                                   "inputs", (int)j->ti.features, "hidden", j->o.hidden,
+                                   "classes", (int)j->ti.classes, "input_mean",
+                                   (double)j->in_mean, "input_std", (double)j->in_std,
+                                   "dropout", j->o.dropout);
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/model.json", j->o.ckpt_dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -333,7 +339,15 @@ static int start_engine(train_job *j)
         if (have) {
             st = vkt_engine_load(j->e, j->o.ckpt_dir);
             if (st == VKT_OK) st = vkt_sampler_seek(j->sampler, vkt_engine_global_samples(j->e));
-            if (st != VKT_OK) return cli_fail(st, "train: resuming");
+            if (st != VKT_OK) {
+                cli_fail(st, "train: resuming");
+                if (st != VKT_ERR_REMOTE && st != VKT_ERR_TIMEOUT) /* not a peer's failure */
+                    fprintf(stderr, "vktrain: train: %s/latest names a checkpoint this run cannot "
+                            "load; write an earlier step-NNNNNN directory's name into it, or "
+                            "start afresh without --resume or with another --ckpt-dir\n",
+                            j->o.ckpt_dir);
+                return 1;
+            }
             if (j->rank == 0)
                 printf("resumed from %s at update %" PRIu64 "\n", j->o.ckpt_dir,
                        vkt_engine_global_steps(j->e));
@@ -359,6 +373,22 @@ static void print_start(const train_job *j)
     fflush(stdout);
 }
 
+/* A failed update or save: the error, then which checkpoint survives it. */
+static int fail_in_loop(const train_job *j, vkt_status st, const char *what)
+{
+    cli_fail(st, what);
+    char path[4200], name[64] = "";
+    if (!j->o.ckpt_dir) return 1;
+    snprintf(path, sizeof path, "%s/latest", j->o.ckpt_dir);
+    FILE *f = fopen(path, "r");
+    if (f && fgets(name, sizeof name, f)) name[strcspn(name, "\n")] = '\0';
+    if (f) fclose(f);
+    if (*name)
+        fprintf(stderr, "vktrain: train: the last complete checkpoint is %s/%s; --resume "
+                "continues from it\n", j->o.ckpt_dir, name);
+    return 1;
+}
+
 /* The training loop; returns 0 when done (cap or target reached). */
 static int run(train_job *j)
 {
@@ -370,10 +400,12 @@ static int run(train_job *j)
             vkt_batch b;
             float loss = 0;
             if (train_next_batch(j, &b, &epoch)) return 1;
+            vkt__fault_point("forward"); /* test-only (VKT_INJECT_FAULT), see core/fault.c */
             vkt_status st = vkt_engine_forward(j->e, &b, &loss);
+            if (st == VKT_OK) vkt__fault_point("backward");
             if (st == VKT_OK) st = vkt_engine_backward(j->e);
             if (st == VKT_OK) st = vkt_engine_step(j->e);
-            if (st != VKT_OK) return cli_fail(st, "train");
+            if (st != VKT_OK) return fail_in_loop(j, st, "train");
             sum += loss;
         }
         if (train_report_update(j, epoch, sum / (float)gas)) return 1;
@@ -390,7 +422,7 @@ static int run(train_job *j)
         }
         if (j->o.ckpt_dir && ((j->o.save_every && step % j->o.save_every == 0) || last || reached)) {
             vkt_status st = vkt_engine_save(j->e, j->o.ckpt_dir);
-            if (st != VKT_OK) return cli_fail(st, "train: saving a checkpoint");
+            if (st != VKT_OK) return fail_in_loop(j, st, "train: saving a checkpoint");
             if (j->rank == 0) printf("saved %s/step-%06" PRIu64 "\n", j->o.ckpt_dir, step);
         }
     }
@@ -400,6 +432,9 @@ static int run(train_job *j)
 int cmd_train(int argc, char **argv)
 {
     train_job j = {0};
+    /* Line by line even into a pipe: a rank that `vktrain launch` stops
+     * (another rank failed) must not take its last lines ("saved ...") with it. */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     int rc = parse_args(argc, argv, &j.o);
     if (rc) return rc < 0 ? 0 : rc;
     j.gpt = !strcmp(j.o.model, "gpt");

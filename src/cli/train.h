@@ -36,6 +36,7 @@ typedef struct train_opts {
     const char *device;
     uint64_t seed;
     uint64_t print_every; /* updates between progress lines (0: automatic) */
+    double dropout;      /* model dropout probability (0: none) */
 } train_opts;
 
 /* A point of the loss curves (rank 0 keeps them for the summary and plot). */

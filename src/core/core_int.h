@@ -3,6 +3,7 @@
 #ifndef VKT_CORE_INT_H
 #define VKT_CORE_INT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "vktrain/alloc.h"
@@ -63,6 +64,13 @@ vkt_status vkt__error_context(vkt_status st, const char *fmt, ...) VKT_PRINTF(2,
  * The string getter returns NULL when unset or empty. */
 int64_t vkt__env_int(const char *name, int64_t deflt);
 const char *vkt__env_str(const char *name);
+
+/* TEST-ONLY fault injection (VKT_INJECT_FAULT, see fault.c): true on the
+ * configured pass through point what ("oom", "device_lost"), where the
+ * caller then fails as if the real fault happened; vkt__fault_point(where)
+ * sends this process SIGKILL / SIGSTOP there ("kill_<where>:N"). */
+bool vkt__fault_hit(const char *what);
+void vkt__fault_point(const char *where);
 
 /* Convert n elements between f32 and a floating type t (f32, f16, bf16),
  * rounding to nearest even as the shaders do. to_f32 may convert in place

@@ -128,6 +128,7 @@ vkt_status vkt__ckpt_write_shard(const char *run_dir, uint64_t step, uint32_t ra
     vkt_status st = vkt__st_write(path, t, nkinds, meta, sizeof meta / sizeof meta[0], &w);
     free(rtext);
     VKT_CHECK(st);
+    vkt__fault_point("save"); /* test-only: VKT_INJECT_FAULT=kill_save:N dies here */
     fill_rec(rec, name, "shard", &w);
     return VKT_OK;
 }

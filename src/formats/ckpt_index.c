@@ -336,10 +336,11 @@ static vkt_status parse_file(const char *where, uint32_t r, json_t *e, vkt_ckpt_
     strcpy(f->name, name);
     strcpy(f->role, role);
     VKT_CHECK(get_u64(where, e, "bytes", &f->bytes));
-    char *end = NULL;
-    f->xxh64 = hex ? strtoull(hex, &end, 16) : 0;
-    VKT_FAIL_IF(!hex || strlen(hex) != 16 || *end, VKT_ERR_CORRUPT,
-                "%s: rank %u: file '%s': xxh64 is not 16 hex digits", where, r, name);
+    /* strspn first: strtoull alone would also take a sign, spaces or "0x" */
+    VKT_FAIL_IF(!hex || strlen(hex) != 16 || strspn(hex, "0123456789abcdefABCDEF") != 16,
+                VKT_ERR_CORRUPT, "%s: rank %u: file '%s': xxh64 is not 16 hex digits", where,
+                r, name);
+    f->xxh64 = strtoull(hex, NULL, 16);
     return VKT_OK;
 }
 

@@ -39,7 +39,8 @@ static const char *const zero_keys[] = {
     "stage3_max_reuse_distance", "max_reuse_distance", NULL};
 static const char *const vktrain_keys[] = {"backend", "devices", "comm_timeout_s",
                                            "rank_batch", "metrics_file",
-                                           "allow_unauthenticated", "seed", NULL};
+                                           "allow_unauthenticated", "seed",
+                                           "check_replicas_every", NULL};
 
 
 /* Batch sizes and accumulation steps are at most 2^31, so their products
@@ -594,7 +595,9 @@ static vkt_status parse_vktrain(vkt__cfg_ctx *c, json_t *root, bool *weighted)
     }
     VKT_CHECK(vkt__cfg_bool(c, v, "vktrain", "allow_unauthenticated",
                             &cfg->allow_unauthenticated, NULL));
-    return vkt__cfg_uint(c, v, "vktrain", "seed", 0, UINT64_MAX, &cfg->seed, NULL);
+    VKT_CHECK(vkt__cfg_uint(c, v, "vktrain", "seed", 0, UINT64_MAX, &cfg->seed, NULL));
+    return vkt__cfg_uint(c, v, "vktrain", "check_replicas_every", 0, UINT64_MAX,
+                         &cfg->check_replicas_every, NULL);
 }
 
 /* ------------------------------------------------------------------------- */

@@ -415,6 +415,7 @@ static const char *const all_paths[] = {
     "zero_optimization.stage3_max_live_parameters", "zero_optimization.stage3_max_reuse_distance",
     "vktrain.backend", "vktrain.devices", "vktrain.comm_timeout_s", "vktrain.rank_batch",
     "vktrain.metrics_file", "vktrain.allow_unauthenticated", "vktrain.seed",
+    "vktrain.check_replicas_every",
 };
 
 static const char *last_part(const char *path)

@@ -205,6 +205,10 @@ vkt_status vkt_device_wait_idle(vkt_device *dev)
 
 vkt_status vkt__queue_submit(vkt_device *dev, const VkSubmitInfo *info, VkFence fence)
 {
+    /* VKT_INJECT_FAULT=device_lost:N (test-only): the N-th submit finds the device lost. */
+    if (vkt__fault_hit("device_lost"))
+        return vkt__vk_error(__FILE__, __LINE__, VK_ERROR_DEVICE_LOST, dev->caps.name,
+                             "vkQueueSubmit");
     pthread_mutex_lock(&dev->queue_lock);
     VkResult r = vkQueueSubmit(dev->queue, 1, info, fence);
     pthread_mutex_unlock(&dev->queue_lock);

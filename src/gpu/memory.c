@@ -134,7 +134,9 @@ static vkt_status block_create(vkt_device *dev, uint32_t type, uint64_t size, bo
     VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
                                .allocationSize = size,
                                .memoryTypeIndex = type};
-    VkResult r = vkAllocateMemory(dev->device, &ai, NULL, &blk->memory);
+    /* VKT_INJECT_FAULT=oom:N (test-only) fails the N-th allocation as a full device would. */
+    VkResult r = vkt__fault_hit("oom") ? VK_ERROR_OUT_OF_DEVICE_MEMORY
+                                       : vkAllocateMemory(dev->device, &ai, NULL, &blk->memory);
     if (r != VK_SUCCESS) {
         vkt_free(blk);
         vkt__vk_error(__FILE__, __LINE__, r, dev->caps.name, "vkAllocateMemory");

@@ -21,6 +21,36 @@ vkt_status vkt__nn_model_new(vkt_device *dev, vkt_dtype t, uint64_t seed, vkt_mo
     return VKT_OK;
 }
 
+vkt_status vkt__nn_check_dropout(float p, const char *what)
+{
+    VKT_FAIL_IF(!(p >= 0.0f && p < 1.0f), VKT_ERR_INVALID_ARG,
+                "%s: dropout %g; the drop probability must be in [0, 1) (0: none)", what,
+                (double)p);
+    return VKT_OK;
+}
+
+vkt_status vkt__nn_dropout_setup(vkt_model *m, float p, uint32_t sites)
+{
+    m->dropout = p;
+    m->drop_training = true;
+    if (p == 0.0f || sites == 0) return VKT_OK;
+    m->drop_sites = sites;
+    return vkt_buffer_create(m->dev, VKT_MEMORY_HOST, 4ull * VKT_DROPOUT_STATE_WORDS(sites),
+                             &m->drop_state);
+}
+
+uint32_t vkt__nn_dropout(vkt_model *m, const char *name, uint32_t x, uint32_t rows,
+                         uint32_t cols, uint32_t site)
+{
+    if (!m->drop_state || x == VKT_NN_NONE) return x;
+    nn_graph *g = &m->g;
+    uint32_t y = vkt__nn_act(g, name, m->dtype, g->t[x].shape[0], g->t[x].shape[1], true);
+    nn_node n = {.kind = N_DROPOUT, .rows = rows, .cout = cols, .site = site,
+                 .in = {x, VKT_NN_NONE, VKT_NN_NONE, VKT_NN_NONE},
+                 .out = {y, VKT_NN_NONE, VKT_NN_NONE, VKT_NN_NONE}, .scratch = VKT_NN_NONE};
+    return y != VKT_NN_NONE && vkt__nn_node(g, n) == VKT_OK ? y : VKT_NN_NONE;
+}
+
 uint32_t vkt__nn_act(nn_graph *g, const char *name, vkt_dtype t, uint32_t rows, uint32_t cols,
                      bool with_grad)
 {

@@ -21,7 +21,7 @@ static vkt_status check_opts(vkt_device *dev, const vkt_gpt_opts *o)
                     o->dtype != VKT_DTYPE_BF16,
                 VKT_ERR_INVALID_ARG, "gpt: compute dtype %s; use f32, f16 or bf16",
                 vkt_dtype_name(o->dtype));
-    return VKT_OK;
+    return vkt__nn_check_dropout(o->dropout, "gpt");
 }
 
 static uint32_t param(vkt_model *m, const char *name, uint32_t ndim, uint32_t d0, uint32_t d1,
@@ -87,6 +87,8 @@ vkt_status vkt_model_create_gpt(vkt_device *dev, const vkt_gpt_opts *o, vkt_mode
     VKT_CHECK_GOTO(st, add_params(m), fail);
     VKT_CHECK_GOTO(st, vkt__nn_params_layout(m), fail);
     VKT_CHECK_GOTO(st, vkt__nn_params_init(m), fail);
+    /* sites: 0 the embedding, 1 + 2l block l's attention, 2 + 2l its MLP */
+    VKT_CHECK_GOTO(st, vkt__nn_dropout_setup(m, o->dropout, 1 + 2 * o->layers), fail);
     *out = m;
     return VKT_OK;
 fail:
@@ -165,11 +167,13 @@ static uint32_t block(vkt_model *m, uint32_t l, uint32_t x, uint32_t b, uint32_t
     if (h != VKT_NN_NONE) h = linear(m, NAME("attn.qkv"), h, p[2], p[3], rows);
     if (h != VKT_NN_NONE) h = attention(m, l, h, b, t);
     if (h != VKT_NN_NONE) h = linear(m, NAME("attn.proj"), h, p[4], p[5], rows);
+    h = vkt__nn_dropout(m, NAME("attn.drop"), h, b, t * C, 1 + 2 * l);
     if (h != VKT_NN_NONE) x = unary(m, N_ADD, NAME("res_1"), x, h, rows, C);
     h = x != VKT_NN_NONE ? layernorm(m, NAME("ln_2"), x, &p[6], rows) : VKT_NN_NONE;
     if (h != VKT_NN_NONE) h = linear(m, NAME("mlp.fc"), h, p[8], p[9], rows);
     if (h != VKT_NN_NONE) h = unary(m, N_ACT, NAME("mlp.gelu"), h, VKT_NN_NONE, rows, 4 * C);
     if (h != VKT_NN_NONE) h = linear(m, NAME("mlp.proj"), h, p[10], p[11], rows);
+    h = vkt__nn_dropout(m, NAME("mlp.drop"), h, b, t * C, 2 + 2 * l);
     return h != VKT_NN_NONE ? unary(m, N_ADD, NAME("res_2"), x, h, rows, C) : VKT_NN_NONE;
 #undef NAME
 }
@@ -185,6 +189,8 @@ vkt_status vkt__nn_gpt_nodes(vkt_model *m, uint32_t b, uint32_t t)
                  .vocab = m->vocab, .in = {m->x_id, m->param_ids[0], m->param_ids[1], VKT_NN_NONE},
                  .out = {x, VKT_NN_NONE, VKT_NN_NONE, VKT_NN_NONE}, .scratch = VKT_NN_NONE};
     VKT_CHECK(vkt__nn_node(g, e));
+    /* per sequence: its t·C elements ([B·T, C] rows of one sequence are adjacent) */
+    x = vkt__nn_dropout(m, "embed.drop", x, b, t * m->channels, 0);
     for (uint32_t l = 0; l < m->layers && x != VKT_NN_NONE; l++) x = block(m, l, x, b, t);
     const uint32_t *lnf = &m->param_ids[2 + 12 * m->layers];
     if (x != VKT_NN_NONE) x = layernorm(m, "ln_f", x, lnf, rows);

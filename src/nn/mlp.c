@@ -25,7 +25,7 @@ static vkt_status check_opts(vkt_device *dev, const vkt_mlp_opts *o)
                     o->dtype != VKT_DTYPE_BF16,
                 VKT_ERR_INVALID_ARG, "mlp: compute dtype %s; use f32, f16 or bf16",
                 vkt_dtype_name(o->dtype));
-    return VKT_OK;
+    return vkt__nn_check_dropout(o->dropout, "mlp");
 }
 
 static vkt_status add_params(vkt_model *m, const vkt_mlp_opts *o)
@@ -64,6 +64,7 @@ vkt_status vkt_model_create_mlp(vkt_device *dev, const vkt_mlp_opts *o, vkt_mode
     VKT_CHECK_GOTO(st, add_params(m, o), fail);
     VKT_CHECK_GOTO(st, vkt__nn_params_layout(m), fail);
     VKT_CHECK_GOTO(st, vkt__nn_params_init(m), fail);
+    VKT_CHECK_GOTO(st, vkt__nn_dropout_setup(m, o->dropout, o->layers - 1), fail);
     *out = m;
     return VKT_OK;
 fail:
@@ -99,7 +100,9 @@ vkt_status vkt__nn_mlp_nodes(vkt_model *m, uint32_t b)
                        .out = {a, VKT_NN_NONE, VKT_NN_NONE, VKT_NN_NONE},
                        .scratch = VKT_NN_NONE};
         VKT_CHECK(vkt__nn_node(g, act));
-        cur = a;
+        snprintf(name, sizeof name, "layers.%u.drop", i);
+        cur = vkt__nn_dropout(m, name, a, b, cout, i); /* site i: hidden layer i */
+        VKT_FAIL_IF(cur == VKT_NN_NONE, VKT_ERR_NOMEM, "mlp: out of memory");
     }
     return vkt__nn_loss_node(m, cur, b);
 }

@@ -29,6 +29,7 @@ void vkt_model_destroy(vkt_model *m)
     vkt_stream_destroy(m->opt_stream);
     vkt_stream_destroy(m->sumsq_stream);
     vkt_buffer_destroy(m->sumsq_partials);
+    vkt_buffer_destroy(m->drop_state);
     vkt__nn_graph_free(&m->g);
     vkt_buffer_destroy(m->arena);
     if (m->copy != m->master) vkt_buffer_destroy(m->copy);
@@ -121,6 +122,27 @@ static vkt_status upload_as(vkt_buffer *buf, vkt_dtype t, const float *src, uint
     return st;
 }
 
+vkt_status vkt_model_set_dropout(vkt_model *m, bool training, uint64_t step)
+{
+    VKT_FAIL_IF(!m, VKT_ERR_INVALID_ARG, "vkt_model_set_dropout: model is NULL");
+    m->drop_training = training;
+    m->drop_step = step;
+    m->drop_step_set = true;
+    return VKT_OK;
+}
+
+/* The dropout state of this forward: keys for (seed, step), the batch's
+ * first sample, p (0 when evaluating: the kernels copy). Written while no
+ * submitted work reads it (the last backward was waited for; a forward is
+ * always waited for before its call returns). */
+static vkt_status write_dropout_state(vkt_model *m, const vkt_batch *b)
+{
+    if (!m->drop_state) return VKT_OK;
+    uint64_t step = m->drop_step_set ? m->drop_step : m->opt_step;
+    return vkt_dropout_state_fill(vkt_buffer_host_ptr(m->drop_state), m->drop_sites, m->seed,
+                                  step, b->first_sample, m->drop_training ? m->dropout : 0.0f);
+}
+
 vkt_status vkt__nn_forward_begin(vkt_model *m, const vkt_batch *b)
 {
     VKT_CHECK(vkt_model_backward_wait(m)); /* it reads the inputs we overwrite */
@@ -128,6 +150,7 @@ vkt_status vkt__nn_forward_begin(vkt_model *m, const vkt_batch *b)
     VKT_CHECK(check_batch(m, b));
     uint32_t seq = m->gpt ? b->seq_len : 1;
     VKT_CHECK(prepare(m, b->size, m->gpt ? seq : 0));
+    VKT_CHECK(write_dropout_state(m, b));
     const nn_graph *g = &m->g;
     uint64_t rows = (uint64_t)b->size * seq;
     if (m->gpt) VKT_CHECK(vkt_buffer_upload(g->t[m->x_id].input, 0, b->tokens, rows * 4));

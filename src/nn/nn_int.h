@@ -47,9 +47,11 @@ typedef enum init_rule { INIT_UNIFORM, INIT_NORMAL, INIT_ZEROS, INIT_ONES } init
  *   ATTENTION  in {qkv [B·T, 3C]}                  out {y [B·T, C], att}  scratch datt
  *   XENT       in {logits [rows,cout], labels}     out {losses [rows]}
  *   MSE        in {pred [rows,cout], targets}      out {partials}
+ *   DROPOUT    in {x}                              out {y}   rows = samples (MLP) or
+ *              sequences (GPT), cout = elements per sample; `site` picks its key
  * Outputs without a gradient (mean, rstd, att) are saved for the backward. */
 typedef enum node_kind {
-    N_LINEAR, N_ACT, N_ADD, N_LAYERNORM, N_EMBED, N_ATTENTION, N_MSE, N_XENT
+    N_LINEAR, N_ACT, N_ADD, N_LAYERNORM, N_EMBED, N_ATTENTION, N_MSE, N_XENT, N_DROPOUT
 } node_kind;
 
 typedef struct nn_node {
@@ -61,6 +63,7 @@ typedef struct nn_node {
     uint32_t b, t_len, heads, vocab;
     float eps;
     vkt_act act;
+    uint32_t site;               /* DROPOUT: which dropout layer (its RNG key) */
 } nn_node;
 
 typedef struct nn_graph {
@@ -165,6 +168,15 @@ struct vkt_model {
     vkt_stream **fseg;            /* forward segments (gather mode) */
     uint32_t nfseg, cap_fseg;
     uint32_t *cur_gslot;          /* per bucket while recording: its gather slot */
+    /* Dropout (p > 0 only; else no nodes and no buffer): every DROPOUT node
+     * reads drop_state (host-visible, VKT_DROPOUT_STATE_WORDS(drop_sites)
+     * words), which forward_begin fills from the mode, the step and the
+     * batch's first sample, so the recordings replay with new masks. */
+    float dropout;
+    uint32_t drop_sites;
+    vkt_buffer *drop_state;
+    bool drop_training, drop_step_set; /* step set by vkt_model_set_dropout */
+    uint64_t drop_step;
     float loss_scale, rec_loss_scale; /* current, and recorded into the backward */
     uint64_t rec_denominator;     /* loss denominator the backward was recorded with */
     uint64_t cur_denominator;     /* of the last forward */
@@ -196,6 +208,16 @@ uint32_t vkt__nn_act(nn_graph *g, const char *name, vkt_dtype t, uint32_t rows, 
                      bool with_grad);
 /* Create the model object common to all kinds (ops, dtype, seed). */
 vkt_status vkt__nn_model_new(vkt_device *dev, vkt_dtype t, uint64_t seed, vkt_model **out);
+/* p in [0, 1) (what: the function for the message). */
+vkt_status vkt__nn_check_dropout(float p, const char *what);
+/* Dropout with probability p over `sites` layers: the state buffer (none
+ * when p is 0). */
+vkt_status vkt__nn_dropout_setup(vkt_model *m, float p, uint32_t sites);
+/* y = dropout(x) as a node with its own activation of x's shape; rows
+ * samples of cols elements each; returns y, x itself when the model has no
+ * dropout, or VKT_NN_NONE when out of memory. */
+uint32_t vkt__nn_dropout(vkt_model *m, const char *name, uint32_t x, uint32_t rows,
+                         uint32_t cols, uint32_t site);
 
 /* record.c */
 /* Append the loss node on top of tensor pred (rows b). */

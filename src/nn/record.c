@@ -132,6 +132,16 @@ static vkt_attention_args attention_args(const vkt_model *m, const nn_node *n)
                                 .datt = view(m, n->scratch)};
 }
 
+/* DROPOUT: forward (out = in ⊙ mask) or backward (d in += d out ⊙ mask). */
+static vkt_status dropout(vkt_model *m, vkt_stream *s, const nn_node *n, bool bwd)
+{
+    vkt_dropout_args a = {.out = bwd ? grad_view(m, n->in[0]) : view(m, n->out[0]),
+                          .in = bwd ? grad_view(m, n->out[0]) : view(m, n->in[0]),
+                          .state = {m->drop_state, 0}, .t = m->dtype, .n = n->rows,
+                          .c = n->cout, .site = n->site};
+    return bwd ? vkt_op_dropout_bwd(m->ops, s, &a) : vkt_op_dropout_fwd(m->ops, s, &a);
+}
+
 static vkt_status node_fwd(vkt_model *m, vkt_stream *s, const nn_node *n)
 {
     uint64_t count = (uint64_t)n->rows * n->cout;
@@ -161,6 +171,7 @@ static vkt_status node_fwd(vkt_model *m, vkt_stream *s, const nn_node *n)
     case N_MSE:
         return vkt_op_mse_fwd(m->ops, s, view(m, n->out[0]), view(m, n->in[0]),
                               view(m, n->in[1]), m->dtype, count, 1.0f);
+    case N_DROPOUT: return dropout(m, s, n, false);
     }
     return VKT_ERROR(VKT_ERR_INTERNAL, "model: unknown node kind %d", (int)n->kind);
 }
@@ -196,6 +207,7 @@ static vkt_status node_bwd(vkt_model *m, vkt_stream *s, const nn_node *n, float 
     case N_MSE:
         return vkt_op_mse_bwd(m->ops, s, grad_view(m, n->in[0]), view(m, n->in[0]),
                               view(m, n->in[1]), m->dtype, count, scale, 1.0f);
+    case N_DROPOUT: return dropout(m, s, n, true);
     }
     return VKT_ERROR(VKT_ERR_INTERNAL, "model: unknown node kind %d", (int)n->kind);
 }

@@ -5,11 +5,15 @@
  * with key = words 0..1 of Philox-4x32-10(ctr = (step_lo, step_hi, site,
  * "drop"), (seed_lo, seed_hi)). Nothing depends on the rank or on how the
  * rows are split into calls, so data-parallel ranks holding different
- * slices of one global batch draw what one big batch would. The per-call key
- * is derived here once and pushed to the kernel; the per-element Philox is
- * the same function in C (philox below) and GLSL (shaders/include/rng.glsl).
- * An element is kept when its word is >= thr = floor(p · 2^32). */
+ * slices of one global batch draw what one big batch would. The per-site
+ * keys are derived on the host once per run (vkt_dropout_state_fill) and
+ * read by the kernel from the state buffer together with the first sample,
+ * thr and scale, so recorded command buffers replay with new values; the
+ * per-element Philox is the same function in C (philox below) and GLSL
+ * (shaders/include/rng.glsl). An element is kept when its word is
+ * >= thr = floor(p · 2^32). */
 #include <stdio.h>
+#include <string.h>
 
 #include "ops/elementwise.h"
 
@@ -21,10 +25,12 @@
 
 /* Mirrors the push block of shaders/include/dropout.glsl. */
 typedef struct dropout_push {
-    uint32_t n, off_out, off_in, c, col0, sample_lo, sample_hi, key0, key1, thr;
-    float scale;
+    uint32_t n, off_out, off_in, off_state, c, col0, row0, site;
 } dropout_push;
 _Static_assert(sizeof(dropout_push) <= 128, "push constants fit every device");
+
+/* The state words (shaders/include/dropout.glsl reads them the same way). */
+enum { ST_SAMPLE_LO, ST_SAMPLE_HI, ST_THR, ST_SCALE, ST_KEYS };
 
 /* Philox-4x32-10 (Salmon et al., SC'11), in place on ctr. */
 static void philox(uint32_t ctr[4], uint32_t k0, uint32_t k1)
@@ -55,6 +61,21 @@ static void derive_key(uint64_t seed, uint64_t step, uint32_t site, uint32_t key
 /* p in [0, 1): floor(p · 2^32) < 2^32. */
 static uint32_t threshold(float p) { return (uint32_t)((double)p * 4294967296.0); }
 
+vkt_status vkt_dropout_state_fill(uint32_t *words, uint32_t nsites, uint64_t seed, uint64_t step,
+                                  uint64_t sample0, float p)
+{
+    VKT_FAIL_IF(!words, VKT_ERR_INVALID_ARG, "dropout state: words is NULL");
+    VKT_FAIL_IF(!(p >= 0.0f && p < 1.0f), VKT_ERR_INVALID_ARG,
+                "dropout: p = %g; the drop probability must be in [0, 1)", (double)p);
+    float scale = (float)(1.0 / (1.0 - (double)p));
+    words[ST_SAMPLE_LO] = (uint32_t)sample0;
+    words[ST_SAMPLE_HI] = (uint32_t)(sample0 >> 32);
+    words[ST_THR] = threshold(p);
+    memcpy(&words[ST_SCALE], &scale, 4);
+    for (uint32_t k = 0; k < nsites; k++) derive_key(seed, step, k, &words[ST_KEYS + 2 * k]);
+    return VKT_OK;
+}
+
 int vkt_dropout_keep(uint64_t seed, uint64_t step, uint64_t sample, uint32_t index,
                      uint32_t site, float p)
 {
@@ -77,8 +98,8 @@ static vkt_status check_args(const vkt_ops *ops, const vkt_stream *s, const vkt_
     VKT_FAIL_IF(t != VKT_DTYPE_F32 && !c->storage_16bit, VKT_ERR_UNSUPPORTED,
                 "%s: %s tensors need 16-bit storage buffers, which '%s' lacks; train in f32 "
                 "on this device", op, vkt_dtype_name(t), c->name);
-    VKT_FAIL_IF(!(a->p >= 0.0f && a->p < 1.0f), VKT_ERR_INVALID_ARG,
-                "%s: p = %g; the drop probability must be in [0, 1)", op, (double)a->p);
+    VKT_FAIL_IF(a->site > (UINT32_MAX - ST_KEYS) / 2 - 1, VKT_ERR_INVALID_ARG,
+                "%s: site %u is too large", op, a->site);
     VKT_FAIL_IF((uint64_t)a->n * a->c > UINT32_MAX || a->c > INT32_MAX, VKT_ERR_INVALID_ARG,
                 "%s: %u rows × %u columns exceed 2^32-1 elements (or a row exceeds 2^31-1); "
                 "split the rows", op, a->n, a->c);
@@ -92,28 +113,27 @@ static vkt_status dropout(vkt_ops *ops, vkt_stream *s, const vkt_dropout_args *a
     VKT_CHECK(check_args(ops, s, a, op));
     uint64_t count = (uint64_t)a->n * a->c;
     if (count == 0) return VKT_OK;
-    uint32_t es = (uint32_t)vkt_dtype_size(a->t), first[2];
-    vkt_binding b[2];
+    uint32_t es = (uint32_t)vkt_dtype_size(a->t), first[3];
+    vkt_binding b[3];
     char what[48], name[32];
     snprintf(what, sizeof what, "%s out", op);
     VKT_CHECK(vkt__ops_bind(ops, a->out, count * es, es, what, &b[0], &first[0]));
     snprintf(what, sizeof what, "%s in", op);
     VKT_CHECK(vkt__ops_bind(ops, a->in, count * es, es, what, &b[1], &first[1]));
+    snprintf(what, sizeof what, "%s state (site %u)", op, a->site);
+    VKT_CHECK(vkt__ops_bind(ops, a->state, 4ull * VKT_DROPOUT_STATE_WORDS(a->site + 1), 4, what,
+                            &b[2], &first[2]));
     vkt_split sp = vkt__ops_split(ops);
     uint32_t spec[2] = {sp.wg, sp.run};
     snprintf(name, sizeof name, "%s_%s", op, vkt_dtype_name(a->t));
     const vkt_pipeline *p;
-    VKT_CHECK(vkt__ops_pipeline(ops, name, 2, sizeof(dropout_push), spec, 2, &p));
-    uint32_t key[2];
-    derive_key(a->seed, a->step, a->site, key);
+    VKT_CHECK(vkt__ops_pipeline(ops, name, 3, sizeof(dropout_push), spec, 2, &p));
     for (uint64_t done = 0; done < count; done += sp.per_dispatch) {
         uint64_t cnt = count - done < sp.per_dispatch ? count - done : sp.per_dispatch;
-        uint64_t sample = a->sample0 + done / a->c;
         dropout_push pc = {(uint32_t)cnt, first[0] + (uint32_t)done, first[1] + (uint32_t)done,
-                           a->c, (uint32_t)(done % a->c), (uint32_t)sample,
-                           (uint32_t)(sample >> 32), key[0], key[1], threshold(a->p),
-                           (float)(1.0 / (1.0 - (double)a->p))};
-        VKT_CHECK(vkt_stream_dispatch(s, p, b, 2, &pc, sizeof pc, vkt__ops_groups(sp, cnt), 1, 1));
+                           first[2], a->c, (uint32_t)(done % a->c), (uint32_t)(done / a->c),
+                           a->site};
+        VKT_CHECK(vkt_stream_dispatch(s, p, b, 3, &pc, sizeof pc, vkt__ops_groups(sp, cnt), 1, 1));
     }
     return VKT_OK;
 }

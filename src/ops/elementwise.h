@@ -50,22 +50,36 @@ vkt_status vkt_op_zero(vkt_ops *ops, vkt_stream *s, vkt_tref dst, vkt_dtype t, u
  * index within the row, site) — never of the rank — so any split of a batch
  * across ranks draws the same numbers. out = in · keep / (1 - p). Backward
  * recomputes the mask from the same key: din += dout · keep / (1 - p).
- * p = 0 is a copy; p must be in [0, 1). `site` distinguishes dropout layers.
  * The exact function (Philox-4x32-10; a word per element, kept when it is
  * >= floor(p · 2^32)) is spelled out in src/ops/dropout.c. out may not
- * overlap in (use a separate buffer, or the same view exactly). */
+ * overlap in (use a separate buffer, or the same view exactly).
+ *
+ * The values that change from run to run — sample0, the per-site keys
+ * derived from (seed, step, site), the threshold and the scale — are not
+ * recorded: the kernel reads them from a small "state" buffer when it runs
+ * (vkt_dropout_state_fill writes it), so a recorded command buffer replays
+ * with a new step, a new first sample or with dropout off (p = 0 in the
+ * state: a copy) after the host rewrites that buffer. `site` (recorded)
+ * picks the key of one dropout layer; the state holds keys for sites
+ * 0..nsites-1. */
+#define VKT_DROPOUT_STATE_WORDS(nsites) (4u + 2u * (uint32_t)(nsites))
+/* words[VKT_DROPOUT_STATE_WORDS(nsites)] for this run. VKT_ERR_INVALID_ARG
+ * when p is outside [0, 1). */
+vkt_status vkt_dropout_state_fill(uint32_t *words, uint32_t nsites, uint64_t seed, uint64_t step,
+                                  uint64_t sample0, float p);
 typedef struct vkt_dropout_args {
     vkt_tref out, in;
+    vkt_tref state; /* 32-bit words, at least VKT_DROPOUT_STATE_WORDS(site + 1), read at run time */
     vkt_dtype t;
     uint32_t n, c;
-    float p;
-    uint64_t seed, step, sample0;
     uint32_t site;
 } vkt_dropout_args;
 vkt_status vkt_op_dropout_fwd(vkt_ops *ops, vkt_stream *s, const vkt_dropout_args *a);
 /* a->out is din (accumulated), a->in is dout. */
 vkt_status vkt_op_dropout_bwd(vkt_ops *ops, vkt_stream *s, const vkt_dropout_args *a);
-/* The keep decision the kernels make, on the host (for tests and checks). */
+/* The keep decision the kernels make under a state filled with (seed, step,
+ * sample0, p), for element `index` of global sample `sample`, on the host
+ * (for tests and checks). */
 int vkt_dropout_keep(uint64_t seed, uint64_t step, uint64_t sample, uint32_t index,
                      uint32_t site, float p);
 /* The Philox-4x32-10 block function the decisions use, in place on ctr

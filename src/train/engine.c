@@ -20,7 +20,8 @@ void vkt_engine_destroy(vkt_engine *e)
     if (e->gather_tl) vkt__engine_gathers_abort(e);
     if (e->model) {
         vkt_model_backward_wait(e->model); /* no segment may still signal */
-        if (!e->slots) vkt_model_set_grad_buckets(e->model, 0, NULL);
+        /* only buckets this engine set (a failed create must keep its error) */
+        if (!e->slots && e->bucket_ends) vkt_model_set_grad_buckets(e->model, 0, NULL);
     }
     vkt_timeline_destroy(e->timeline);
     vkt_timeline_destroy(e->slot_tl);
@@ -71,6 +72,12 @@ static vkt_status check_model(vkt_engine *e)
                 "but the model computes in %s; create the model with dtype %s",
                 vkt_dtype_name(want), c->fp16 ? "true" : "false", c->bf16 ? "true" : "false",
                 vkt_dtype_name(e->model->dtype), vkt_dtype_name(want));
+    const vkt_model *m = e->model;
+    VKT_FAIL_IF(m->slot_mode || m->gather_mode || m->master_len != m->padded,
+                VKT_ERR_INVALID_USAGE,
+                "vkt_engine_create: this model was sharded by an earlier engine (ZeRO), which "
+                "left only its part of the weights or gradients here; create a new model (and "
+                "vkt_engine_load a checkpoint into it) for another engine");
     const vkt_config_optimizer *op = &c->optimizer;
     vkt_optim_opts oo = VKT_OPTIM_OPTS_INIT;
     oo.type = op->type;
@@ -228,6 +235,22 @@ static uint64_t global_denominator(const vkt_engine *e, const vkt_batch *b)
     return e->model->gpt ? den * b->seq_len : den;
 }
 
+/* Global index of this rank's micro-batch's first sample in the run: the
+ * updates so far, this accumulation's earlier micro-steps (every rank's
+ * micro-batch each), then the lower ranks' micro-batches (dropout masks are
+ * drawn per global sample, so any split matches one process). */
+static uint64_t first_sample(const vkt_engine *e)
+{
+    const vkt_config *c = e->cfg;
+    uint64_t all = 0, below = 0;
+    for (int q = 0; q < e->world; q++) {
+        uint64_t mb = c->rank_batch ? c->rank_batch[q] : c->train_micro_batch_size_per_gpu;
+        all += mb;
+        below += q < e->rank ? mb : 0;
+    }
+    return e->global_samples + e->micro_step * all + below;
+}
+
 vkt_status vkt_engine_forward(vkt_engine *e, const vkt_batch *b, float *loss)
 {
     VKT_FAIL_IF(!e || !b, VKT_ERR_INVALID_ARG, "vkt_engine_forward: NULL argument");
@@ -238,6 +261,8 @@ vkt_status vkt_engine_forward(vkt_engine *e, const vkt_batch *b, float *loss)
                 b->size);
     vkt_batch mine = *b;
     if (!mine.loss_denominator) mine.loss_denominator = global_denominator(e, b);
+    if (!mine.first_sample) mine.first_sample = first_sample(e);
+    VKT_CHECK(vkt_model_set_dropout(e->model, true, e->global_steps));
     e->have_forward = false;
     float share = 0;
     VKT_CHECK(vkt__engine_model_forward(e, &mine, &share));
@@ -261,6 +286,7 @@ vkt_status vkt_engine_eval(vkt_engine *e, const vkt_batch *b, float *loss)
                 "vkt_engine_eval: evaluate between updates, not inside a gradient "
                 "accumulation");
     e->have_forward = false; /* no backward goes through an evaluation */
+    VKT_CHECK(vkt_model_set_dropout(e->model, false, e->global_steps));
     vkt_batch mine = *b;
     return vkt__engine_model_forward(e, &mine, loss);
 }
@@ -322,13 +348,13 @@ static vkt_status update(vkt_engine *e)
                 "engine: the gradients of update %llu are not finite (Inf or NaN) and %s has "
                 "no loss scaling to skip such a step; lower the learning rate, set "
                 "gradient_clipping, or check the data",
-                (unsigned long long)e->global_steps, e->cfg->bf16 ? "bf16" : "fp32");
+                (unsigned long long)e->global_steps + 1, e->cfg->bf16 ? "bf16" : "fp32");
     if (e->fp16) {
         vkt_status st = vkt_loss_scaler_update(&e->scaler, overflow);
         if (st != VKT_OK)
-            return vkt__error_context(st, "step %llu (set \"bf16\": {\"enabled\": true} to "
+            return vkt__error_context(st, "update %llu (set \"bf16\": {\"enabled\": true} to "
                                       "train without loss scaling)",
-                                      (unsigned long long)e->global_steps);
+                                      (unsigned long long)e->global_steps + 1);
     }
     if (!overflow) {
         double coef = 1.0, clip = e->cfg->gradient_clipping;
@@ -400,6 +426,7 @@ vkt_status vkt_engine_step(vkt_engine *e)
     vkt_status st = update(e);
     e->global_steps++;
     e->global_samples += e->cfg->train_batch_size;
+    if (st == VKT_OK) st = vkt__engine_check_replicas(e); /* vktrain.check_replicas_every */
     return st == VKT_OK ? report(e) : st;
 }
 

@@ -90,6 +90,25 @@ vkt_status vkt__engine_backward_local(vkt_engine *e);
 /* All-gather the updated shards of buf (elements of dtype t). */
 vkt_status vkt__engine_gather(vkt_engine *e, vkt_buffer *buf, vkt_dtype t);
 
+/* engine_check.c: the replica check (vktrain.check_replicas_every). */
+/* After an update: every check_replicas_every-th one, the check below
+ * (VKT_ERR_UNSUPPORTED at stage 3 for now). */
+vkt_status vkt__engine_check_replicas(vkt_engine *e);
+/* Collective, now: hash each parameter of the compute copy (whole on every
+ * rank at stages 0-2) and compare across ranks. */
+vkt_status vkt__engine_replica_check(vkt_engine *e);
+/* XXH3-64 of each parameter tensor of the flat buffer buf (elements of
+ * dtype t, the model's layout), in state_dict order: nparams hashes into
+ * out. stage_bytes 0: reads mapped memory directly, else downloads in
+ * pieces of 16 MiB; > 0: downloads in pieces of that many bytes (tests). */
+vkt_status vkt__engine_param_hashes(vkt_engine *e, vkt_buffer *buf, vkt_dtype t,
+                                    uint64_t stage_bytes, uint64_t *out);
+/* Collective: all-gather each rank's n = nparams hashes (hash i: parameter
+ * i) and compare them with rank 0's. VKT_ERR_NUMERIC on every rank when any
+ * differ, naming the ranks, the first parameter and the update; transport
+ * errors. ZeRO-3 passes the hashes of its gathered parameters here. */
+vkt_status vkt__engine_compare_hashes(vkt_engine *e, const uint64_t *mine, uint32_t n);
+
 /* engine_gather.c (ZeRO-3): partition the model's parameters (after the
  * gradient slots exist); gather the groups of the residences in g[0..n)
  * that start at segment seg (post), or wait for them and let segment seg

@@ -215,7 +215,7 @@ static vkt_status release_next(vkt_engine *e)
     vkt_status st = vkt_comm_wait(e->reqs[b]);
     e->reqs[b] = NULL;
     if (e->timing && e->timings[b].end_s == 0) e->timings[b].end_s = vkt__engine_now() - e->t0;
-    if (st != VKT_OK) return vkt__error_context(st, "engine: gradient reduce-scatter");
+    if (st != VKT_OK) return vkt__error_context(st, "gradient reduce-scatter");
     uint64_t lo = b ? e->bucket_ends[b - 1] : 0, hi = e->bucket_ends[b];
     uint64_t a = lo > e->shard_lo ? lo : e->shard_lo, z = hi < e->shard_hi ? hi : e->shard_hi;
     size_t es = vkt_dtype_size(m->dtype);

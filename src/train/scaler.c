@@ -41,11 +41,12 @@ static vkt_status on_overflow(vkt_loss_scaler *s)
     const vkt_loss_scaler_opts *o = &s->opts;
     if (o->hysteresis == 1 || s->hysteresis_left == 1) {
         VKT_FAIL_IF(s->scale <= o->min_loss_scale, VKT_ERR_NUMERIC,
-                    "fp16 gradients overflowed at step %llu with the loss scale already at its "
-                    "minimum (min_loss_scale %g), after %llu skipped steps: the gradients do "
+                    "fp16 gradients overflowed at update %llu (counting from 1) with the loss "
+                    "scale already at its minimum (min_loss_scale %g), after %llu skipped "
+                    "updates: the gradients do "
                     "not fit fp16 even unscaled; train in bf16 (\"bf16\": {\"enabled\": true}), "
                     "lower the learning rate, or clip gradients",
-                    (unsigned long long)s->iteration, o->min_loss_scale,
+                    (unsigned long long)s->iteration + 1, o->min_loss_scale,
                     (unsigned long long)s->skipped);
         s->scale = fmax(s->scale / 2.0, o->min_loss_scale);
     } else {

@@ -143,7 +143,7 @@ static void test_slurm_env(void **state)
     int port = pick_port(20000, 20000);
     char common[256];
     snprintf(common, sizeof common, "SLURM_NTASKS=2 SLURM_NODEID=0 SLURM_STEP_TASKS_PER_NODE=2 "
-             "SLURM_NODELIST=localhost SLURM_JOB_ID=%d", 40000 + (port - 20000));
+             "SLURM_STEP_ID=0 SLURM_NODELIST=localhost SLURM_JOB_ID=%d", 40000 + (port - 20000));
     const char *each[] = {"SLURM_PROCID=0 SLURM_LOCALID=0", "SLURM_PROCID=1 SLURM_LOCALID=1"};
     run_ranks(2, common, each, "source=slurm rank=%d world=2");
     for (int r = 0; r < 2; r++) {

@@ -261,6 +261,8 @@ static void test_bad_input(void **state)
     assert_int_equal(run(NULL, "sample x --tokens -1"), 2);
     assert_non_null(strstr(err, "--tokens"));
     assert_int_equal(run(NULL, "train --resume"), 2);
+    assert_int_equal(run(NULL, "train --dropout 1"), 2);
+    assert_non_null(strstr(err, "--dropout"));
     assert_int_equal(run(NULL, "sample ./nothing-here"), 1);
     assert_non_null(strstr(err, "model.json"));
 }
@@ -288,7 +290,7 @@ static void test_gpt_and_sample(void **state)
     write_text("text.txt", 6000);
     int rc = run(NULL, "launch -n 2 -- %s train --model gpt --data text.txt --layers 1 "
                  "--heads 2 --width 32 --context 16 --batch 8 --epochs 2 --lr 0.01 --zero 2 "
-                 "--eval-batches 4 --ckpt-dir g", exe);
+                 "--eval-batches 4 --ckpt-dir g --dropout 0.1", exe);
     if (rc) fprintf(stderr, "%s\n%s\n", out, err);
     assert_int_equal(rc, 0);
     const char *v = strstr(out, "validation loss "), *b = strstr(out, "bigram baseline");
@@ -303,6 +305,13 @@ static void test_gpt_and_sample(void **state)
     assert_true(big > 0.5);
     assert_true(val < 0.8 * big);
     assert_non_null(strstr(out, "the model is better"));
+    char path[400];
+    snprintf(path, sizeof path, "%s/g/model.json", dir);
+    json_error_t je;
+    json_t *mj = json_load_file(path, 0, &je);
+    assert_non_null(mj);
+    assert_float_equal(json_real_value(json_object_get(mj, "dropout")), 0.1, 1e-12);
+    json_decref(mj);
 
     /* Every training window starts at a word (16 = 4 words of 4), and the
      * model uses its absolute positions: sample within one context. */

@@ -381,6 +381,11 @@ static void edit_param(json_t *root) /* a parameter past the end of the buffer *
     json_object_set_new(p, "offset", json_integer(1000));
 }
 static void edit_version(json_t *root) { json_object_set_new(root, "version", json_integer(9)); }
+static void edit_hex(json_t *root) /* a sign strtoull would take: 2^64 - 1 */
+{
+    json_t *files = json_object_get(json_array_get(json_object_get(root, "ranks"), 0), "files");
+    json_object_set_new(json_array_get(files, 0), "xxh64", json_string("-000000000000001"));
+}
 
 static void corrupt_index(void **state)
 {
@@ -388,6 +393,8 @@ static void corrupt_index(void **state)
     tamper_index(edit_uncovered, "element 8 of parameter 'h.0.w' is owned by no rank", NULL);
     tamper_index(edit_world, "'ranks' is not a list of world_size (5) entries", NULL);
     tamper_index(edit_param, "parameter 'ln.g'", "lies outside the flat buffer");
+    tamper_index(edit_hex, "rank 0: file 'rank_00000.safetensors': xxh64 is not 16 hex digits",
+                 NULL);
     fresh();
     char p[256];
     snprintf(p, sizeof p, "%s/step-000010/index.json", run);

@@ -90,6 +90,7 @@ static void defaults(void **state)
     assert_null(c->metrics_file);
     assert_false(c->allow_unauthenticated);
     assert_int_equal(c->seed, 1234);
+    assert_int_equal(c->check_replicas_every, 0); /* off */
     assert_int_equal(c->warning_count, 0);
     vkt_config_destroy(c);
     vkt_config_destroy(NULL);
@@ -463,6 +464,44 @@ static void deepspeed_examples(void **state)
 }
 
 /* to_json writes every key; parsing it back gives the same config, quietly. */
+/* vktrain.check_replicas_every: a whole number of updates, 0 = off; kept by
+ * the JSON form (the engine re-parses that form of a parsed config). */
+static void check_replicas_every(void **state)
+{
+    (void)state;
+    vkt_config *c = parse("{\"train_batch_size\": 8, \"vktrain\": {\"check_replicas_every\": 25}}");
+    assert_int_equal(c->check_replicas_every, 25);
+    assert_int_equal(c->warning_count, 0);
+    char *json = NULL;
+    assert_int_equal(vkt_config_to_json(c, &json), VKT_OK);
+    assert_non_null(strstr(json, "\"check_replicas_every\": 25"));
+    vkt_config *b = parse(json);
+    assert_int_equal(b->check_replicas_every, 25);
+    vkt_free(json);
+    vkt_config_destroy(b);
+    vkt_config_destroy(c);
+    c = parse("{\"train_batch_size\": 8, \"vktrain\": {\"check_replicas_every\": 0}}");
+    assert_int_equal(c->check_replicas_every, 0);
+    vkt_config_destroy(c);
+    c = parse("{\"train_batch_size\": 8, \"vktrain\": {\"check_replicas_every\": 1e3}}");
+    assert_int_equal(c->check_replicas_every, 1000); /* 1e3 is an integer to DeepSpeed */
+    vkt_config_destroy(c);
+    static const char *const bad[] = {"\"10\"", "-1", "2.5", "true", "[1]"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[128], key[64];
+        snprintf(text, sizeof text,
+                 "{\"train_batch_size\": 8, \"vktrain\": {\"check_replicas_every\": %s}}", bad[i]);
+        snprintf(key, sizeof key, "vktrain.check_replicas_every = %s", bad[i]);
+        fails_with(text, 1, key, "expected an integer >= 0");
+    }
+    fails_with("{\"train_batch_size\": 8, \"vktrain\": {\"check_replicas_every\": \"auto\"}}",
+               1, "vktrain.check_replicas_every = \"auto\"", "not supported by vktrain");
+    c = parse("{\"train_batch_size\": 8, \"vktrain\": {\"check_replica_every\": 5}}");
+    assert_int_equal(c->check_replicas_every, 0);
+    assert_true(has_warning(c, "vktrain.check_replica_every", "'check_replicas_every'"));
+    vkt_config_destroy(c);
+}
+
 static void round_trip(void **state)
 {
     (void)state;
@@ -594,7 +633,7 @@ int main(void)
         cmocka_unit_test(unknown_keys),      cmocka_unit_test(not_supported),
         cmocka_unit_test(optimizer_and_scheduler), cmocka_unit_test(deepspeed_examples),
         cmocka_unit_test(round_trip),        cmocka_unit_test(allocation_failures),
-        cmocka_unit_test(mutations),
+        cmocka_unit_test(mutations),         cmocka_unit_test(check_replicas_every),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,10 +1,10 @@
 /* The GPT (2 layers, 4 heads, width 128, context 64, vocabulary 64) against
  * PyTorch (fixture from tools/fixtures/make_gpt_fixture.py): from the same
  * weights and batch, the loss and every parameter gradient, then 5 AdamW
- * steps' losses. fp32 tolerances: loss 1e-5 relative; gradients 1e-4 of the
- * largest gradient (long fp32 reductions — attention over 64 positions,
- * LayerNorm over 128 channels, a 4096-row batch — in another order than
- * PyTorch's); losses after steps 1e-4. */
+ * steps' losses (dropout: test_gpt_dropout). fp32 tolerances: loss 1e-5
+ * relative; gradients 1e-4 of the largest gradient (long fp32 reductions —
+ * attention over 64 positions, LayerNorm over 128 channels, a 4096-row
+ * batch — in another order than PyTorch's); losses after steps 1e-4. */
 #include <stdlib.h>
 
 #include "fixture.h"
@@ -94,8 +94,92 @@ static void test_gpt_against_pytorch(void **state)
     fixture_free(f);
 }
 
+/* ---- dropout ---------------------------------------------------------------- */
+
+#define DG_B 4
+#define DG_T 8
+#define DG_V 32
+
+static vkt_model *dropout_gpt(vkt_device *dev, float p)
+{
+    vkt_gpt_opts o = VKT_GPT_OPTS_INIT;
+    o.vocab = DG_V;
+    o.context = DG_T;
+    o.layers = 2;
+    o.heads = 2;
+    o.channels = 16;
+    o.seed = 3;
+    o.dropout = p;
+    vkt_model *m = NULL;
+    assert_vkt_ok(vkt_model_create_gpt(dev, &o, &m));
+    return m;
+}
+
+/* Forward of sequences [s, s + n) of a fixed batch at first_sample fs (the
+ * logits into out); with g, the backward's gradients into g. */
+static float dg_run(vkt_model *m, uint32_t s, uint32_t n, uint64_t fs, float *out, float *g)
+{
+    int32_t tok[DG_B * DG_T], lab[DG_B * DG_T];
+    for (int i = 0; i < DG_B * DG_T; i++) {
+        tok[i] = (i * 7 + 3) % DG_V;
+        lab[i] = (i * 5 + 1) % DG_V;
+    }
+    vkt_batch b = {.size = n, .seq_len = DG_T, .tokens = tok + s * DG_T, .labels = lab + s * DG_T,
+                   .first_sample = fs, .loss_denominator = DG_B * DG_T};
+    float loss;
+    assert_vkt_ok(vkt_model_zero_grad(m));
+    assert_vkt_ok(vkt_model_forward(m, &b, &loss));
+    if (out) assert_vkt_ok(vkt_model_get_outputs(m, out));
+    if (g) {
+        assert_vkt_ok(vkt_model_backward(m));
+        assert_vkt_ok(vkt_model_get_grads(m, g));
+    }
+    return loss;
+}
+
+/* Dropout in the GPT (embedding, attention and MLP projections): the graph
+ * has 1 + 2·layers dropout nodes; evaluation equals the model without
+ * dropout bit for bit (loss, logits, gradients); training differs, repeats
+ * for the same (step, first_sample), changes with the step; sequences
+ * [2, 4) at first_sample 10 equal those two alone at first_sample 12. */
+static void test_gpt_dropout(void **state)
+{
+    vkt_device *dev = *state;
+    vkt_model *m = dropout_gpt(dev, 0.2f), *plain = dropout_gpt(dev, 0.0f);
+    uint64_t n = vkt_model_num_params(m);
+    size_t no = (size_t)DG_B * DG_T * DG_V;
+    float *ga = malloc(n * 4), *gb = malloc(n * 4), *oa = malloc(no * 4), *ob = malloc(no * 4);
+    assert_vkt_ok(vkt_model_set_dropout(m, false, 3));
+    float le = dg_run(m, 0, DG_B, 10, oa, ga), lp = dg_run(plain, 0, DG_B, 10, ob, gb);
+    uint32_t nodes = 0;
+    for (uint32_t i = 0; i < m->g.nn; i++) nodes += m->g.n[i].kind == N_DROPOUT;
+    assert_int_equal(nodes, 1 + 2 * 2);
+    for (uint32_t i = 0; i < plain->g.nn; i++) assert_int_not_equal(plain->g.n[i].kind, N_DROPOUT);
+    assert_memory_equal(&le, &lp, 4);
+    assert_memory_equal(oa, ob, no * 4);
+    assert_memory_equal(ga, gb, n * 4);
+    assert_vkt_ok(vkt_model_set_dropout(m, true, 3));
+    float l1 = dg_run(m, 0, DG_B, 10, oa, ga), l2 = dg_run(m, 0, DG_B, 10, NULL, gb);
+    assert_true(l1 != le);
+    assert_memory_equal(&l1, &l2, 4);
+    assert_memory_equal(ga, gb, n * 4); /* the backward's mask is the forward's, both times */
+    assert_vkt_ok(vkt_model_set_dropout(m, true, 4));
+    float l3 = dg_run(m, 0, DG_B, 10, NULL, NULL);
+    assert_true(l3 != l1);
+    assert_vkt_ok(vkt_model_set_dropout(m, true, 3));
+    dg_run(m, 2, 2, 12, ob, NULL);
+    assert_memory_equal(oa + no / 2, ob, no / 2 * 4);
+    print_message("gpt dropout p=0.2: %u nodes; eval %.6f (= no dropout), step 3 %.6f twice, "
+                  "step 4 %.6f; sequences 2..3 alone at first_sample 12 = in the batch\n",
+                  nodes, (double)le, (double)l1, (double)l3);
+    free(ga), free(gb), free(oa), free(ob);
+    vkt_model_destroy(m);
+    vkt_model_destroy(plain);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_gpt_against_pytorch)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_gpt_against_pytorch),
+                                       cmocka_unit_test(test_gpt_dropout)};
     return cmocka_run_group_tests(tests, tgpu_group_setup, tgpu_group_teardown);
 }

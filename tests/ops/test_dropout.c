@@ -5,8 +5,9 @@
  * the split property (rows [0,N) in one call equal [0,k) and [k,N) in two
  * calls with sample0 = S and S + k: any split of a batch across ranks draws
  * the same numbers); different steps/sites/seeds giving different masks;
- * the backward; p = 0 as a copy; a call spanning several dispatches; and
- * argument errors.
+ * the backward; p = 0 as a copy; a call spanning several dispatches; one
+ * recording replayed after the state buffer was rewritten (new step, first
+ * sample, p, and p = 0: off); and argument errors.
  * Forward values are exact: out = round(in · (float)(1/(1-p))) or 0, the
  * same fp32 product on both sides. Backward: din0 + dout·scale, one fp32 add
  * then the dtype's rounding (ew_tol). */
@@ -41,11 +42,32 @@ static void test_philox_known_answers(void **state)
     }
 }
 
-static vkt_dropout_args args(ew_tensor *out, ew_tensor *in, uint32_t n, uint32_t c, float p,
-                             uint64_t sample0)
+#define SITES 4   /* the state holds keys for sites 0..3; the tests use site 3 */
+#define ST_OFF 3  /* word offset of the state in its buffer: not 16-byte aligned on purpose */
+
+/* Rewrite a state buffer for (SEED, step, sample0, p). */
+static void state_set(vkt_buffer *b, uint64_t step, uint64_t sample0, float p)
+{
+    uint32_t w[VKT_DROPOUT_STATE_WORDS(SITES)];
+    assert_vkt_ok(vkt_dropout_state_fill(w, SITES, SEED, step, sample0, p));
+    assert_vkt_ok(vkt_buffer_upload(b, ST_OFF * 4, w, sizeof w));
+}
+
+/* A host-visible state buffer (the model writes its own before each run). */
+static vkt_buffer *state_new(vkt_device *dev, uint64_t step, uint64_t sample0, float p)
+{
+    vkt_buffer *b = NULL;
+    assert_vkt_ok(vkt_buffer_create(dev, VKT_MEMORY_HOST,
+                                    4 * (ST_OFF + VKT_DROPOUT_STATE_WORDS(SITES)), &b));
+    state_set(b, step, sample0, p);
+    return b;
+}
+
+static vkt_dropout_args args(ew_tensor *out, ew_tensor *in, uint32_t n, uint32_t c,
+                             vkt_buffer *state)
 {
     return (vkt_dropout_args){.out = ew_ref(out), .in = ew_ref(in), .t = in->t, .n = n, .c = c,
-                              .p = p, .seed = SEED, .step = 77, .sample0 = sample0, .site = 3};
+                              .state = {state, ST_OFF * 4}, .site = 3};
 }
 
 /* Inputs in ±[1, 2): never zero, so a zero output means "dropped". */
@@ -64,8 +86,9 @@ static void mask_case(ew_ctx *c, int fam, vkt_dtype t, uint32_t n, uint32_t ch, 
     size_t cnt = (size_t)n * ch;
     ew_tensor x = nonzero_input(c->dev, t, cnt, 5 + n), out = ew_new(c->dev, t, cnt, 7, 1.0f);
     ew_tensor din = ew_new(c->dev, t, cnt, 11, 1.0f);
-    vkt_dropout_args a = args(&out, &x, n, ch, p, sample0);
-    vkt_dropout_args b = args(&din, &x, n, ch, p, sample0); /* dout := x */
+    vkt_buffer *st = state_new(c->dev, 77, sample0, p);
+    vkt_dropout_args a = args(&out, &x, n, ch, st);
+    vkt_dropout_args b = args(&din, &x, n, ch, st); /* dout := x */
     ew_begin(c);
     assert_vkt_ok(vkt_op_dropout_fwd(c->ops[fam], c->s, &a));
     assert_vkt_ok(vkt_op_dropout_bwd(c->ops[fam], c->s, &b));
@@ -92,6 +115,7 @@ static void mask_case(ew_ctx *c, int fam, vkt_dtype t, uint32_t n, uint32_t ch, 
                   "%.2e\n", vkt_dtype_name(t), fam_name(fam), n, ch, (double)p,
                   (double)kept / (double)cnt, e);
     ew_free(&x), ew_free(&out), ew_free(&din);
+    vkt_buffer_destroy(st);
     free(got), free(dref);
 }
 
@@ -148,9 +172,12 @@ static void test_split_property(void **state)
             size_t es = vkt_dtype_size(dt), cnt = (size_t)n * ch;
             ew_tensor x = nonzero_input(c->dev, dt, cnt, 3), one = ew_new(c->dev, dt, cnt, 7, 1.0f);
             ew_tensor two = ew_new(c->dev, dt, cnt, 7, 1.0f);
-            vkt_dropout_args a = args(&one, &x, n, ch, 0.4f, s0);
-            vkt_dropout_args lo = args(&two, &x, k, ch, 0.4f, s0);
-            vkt_dropout_args hi = args(&two, &x, n - k, ch, 0.4f, s0 + k);
+            /* as two ranks: each its own state with its first sample */
+            vkt_buffer *s_all = state_new(c->dev, 77, s0, 0.4f);
+            vkt_buffer *s_hi = state_new(c->dev, 77, s0 + k, 0.4f);
+            vkt_dropout_args a = args(&one, &x, n, ch, s_all);
+            vkt_dropout_args lo = args(&two, &x, k, ch, s_all);
+            vkt_dropout_args hi = args(&two, &x, n - k, ch, s_hi);
             hi.out.offset += (uint64_t)k * ch * es;
             hi.in.offset += (uint64_t)k * ch * es;
             ew_begin(c);
@@ -163,6 +190,7 @@ static void test_split_property(void **state)
             ew_download(&two, g2);
             assert_memory_equal(g1, g2, cnt * 4);
             free(g1), free(g2);
+            vkt_buffer_destroy(s_all), vkt_buffer_destroy(s_hi);
             ew_free(&x), ew_free(&one), ew_free(&two);
         }
     print_message("split property: rows [0,%u) == [0,%u) + [%u,%u), all dtypes and families\n",
@@ -180,7 +208,8 @@ static void test_many_dispatches(void **state)
     for (size_t i = 0; i < cnt; i++) x.h[i] = 1.0f;
     ew_upload(&x);
     ew_tensor out = ew_new(c->dev, VKT_DTYPE_F16, cnt, 9, 0.0f);
-    vkt_dropout_args a = args(&out, &x, n, ch, 0.5f, 77);
+    vkt_buffer *st = state_new(c->dev, 77, 77, 0.5f);
+    vkt_dropout_args a = args(&out, &x, n, ch, st);
     ew_begin(c);
     assert_vkt_ok(vkt_op_dropout_fwd(c->ops[VKT_KERNELS_GPU], c->s, &a));
     ew_finish(c);
@@ -193,20 +222,72 @@ static void test_many_dispatches(void **state)
                      (double)got[i]);
     print_message("dropout over %zu elements (2 dispatches): mask = host decisions\n", cnt);
     free(got);
+    vkt_buffer_destroy(st);
     ew_free(&x), ew_free(&out);
+}
+
+/* The mask of out (forward of a nonzero x) against the host for (step, s0, p). */
+static void check_replay(const ew_tensor *x, const ew_tensor *out, uint32_t ch, uint64_t step,
+                         uint64_t s0, float p)
+{
+    float *got = calloc(x->n, 4), scale = (float)(1.0 / (1.0 - (double)p));
+    ew_download(out, got);
+    for (size_t i = 0; i < x->n; i++) {
+        int keep = vkt_dropout_keep(SEED, step, s0 + i / ch, (uint32_t)(i % ch), 3, p);
+        float want = keep ? x->h[i] * scale : 0.0f;
+        if (got[i] != want)
+            fail_msg("replay step %llu sample0 %llu p %.2f [%zu]: %g, want %g",
+                     (unsigned long long)step, (unsigned long long)s0, (double)p, i,
+                     (double)got[i], (double)want);
+    }
+    free(got);
+}
+
+/* One recording, replayed with the state rewritten in between: the kernel
+ * reads step, first sample and p when it runs, not when it was recorded. */
+static void test_state_rewritten(void **state)
+{
+    ew_ctx *c = *state;
+    const uint32_t n = 19, ch = 41;
+    for (int f = 0; f < 2; f++) {
+        ew_tensor x = nonzero_input(c->dev, VKT_DTYPE_F32, (size_t)n * ch, 13);
+        ew_tensor out = ew_new(c->dev, VKT_DTYPE_F32, (size_t)n * ch, 7, 1.0f);
+        vkt_buffer *st = state_new(c->dev, 77, 100, 0.3f);
+        vkt_dropout_args a = args(&out, &x, n, ch, st);
+        ew_begin(c);
+        assert_vkt_ok(vkt_op_dropout_fwd(c->ops[f], c->s, &a));
+        ew_finish(c);
+        check_replay(&x, &out, ch, 77, 100, 0.3f);
+        state_set(st, 78, 5, 0.6f);
+        assert_vkt_ok(vkt_stream_run(c->s));
+        check_replay(&x, &out, ch, 78, 5, 0.6f);
+        state_set(st, 78, 5, 0.0f); /* dropout off: a copy */
+        assert_vkt_ok(vkt_stream_run(c->s));
+        check_replay(&x, &out, ch, 78, 5, 0.0f);
+        vkt_buffer_destroy(st);
+        ew_free(&x), ew_free(&out);
+    }
+    print_message("one recording replayed under three states: each mask = host decisions\n");
 }
 
 static void test_argument_errors(void **state)
 {
     ew_ctx *c = *state;
     ew_tensor x = ew_new(c->dev, VKT_DTYPE_F32, 64, 3, 1.0f);
-    vkt_dropout_args a = args(&x, &x, 8, 8, 1.0f, 0);
-    ew_begin(c);
-    assert_int_equal(vkt_op_dropout_fwd(c->ops[0], c->s, &a), VKT_ERR_INVALID_ARG);
+    uint32_t w[VKT_DROPOUT_STATE_WORDS(SITES)];
+    assert_int_equal(vkt_dropout_state_fill(w, SITES, SEED, 1, 0, 1.0f), VKT_ERR_INVALID_ARG);
     assert_non_null(strstr(vkt_last_error(), "[0, 1)"));
-    a.p = NAN;
+    assert_int_equal(vkt_dropout_state_fill(w, SITES, SEED, 1, 0, NAN), VKT_ERR_INVALID_ARG);
+    vkt_buffer *st = state_new(c->dev, 1, 0, 0.5f);
+    vkt_dropout_args a = args(&x, &x, 8, 8, st);
+    ew_begin(c);
+    a.site = SITES; /* the state holds no key for it */
+    assert_int_equal(vkt_op_dropout_fwd(c->ops[0], c->s, &a), VKT_ERR_INVALID_ARG);
+    assert_non_null(strstr(vkt_last_error(), "state"));
+    a.site = 3;
+    a.state.buf = NULL;
     assert_int_equal(vkt_op_dropout_bwd(c->ops[0], c->s, &a), VKT_ERR_INVALID_ARG);
-    a.p = 0.5f;
+    a.state.buf = st;
     a.n = 9; /* 72 elements in a 64-element view */
     assert_int_equal(vkt_op_dropout_fwd(c->ops[0], c->s, &a), VKT_ERR_INVALID_ARG);
     assert_non_null(strstr(vkt_last_error(), "past the end"));
@@ -216,6 +297,7 @@ static void test_argument_errors(void **state)
     a.n = 0;
     assert_vkt_ok(vkt_op_dropout_fwd(c->ops[0], c->s, &a)); /* nothing to do */
     ew_finish(c);
+    vkt_buffer_destroy(st);
     ew_free(&x);
 }
 
@@ -235,6 +317,7 @@ int main(void)
         cmocka_unit_test(test_keep_rate),
         cmocka_unit_test(test_split_property),
         cmocka_unit_test(test_many_dispatches),
+        cmocka_unit_test(test_state_rewritten),
         cmocka_unit_test(test_argument_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

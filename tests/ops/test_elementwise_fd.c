@@ -127,29 +127,43 @@ static void acc_grad(ew_ctx *c, vkt_ops *ops, ew_tensor *in, ew_tensor *w, ew_te
     ew_finish(c);
 }
 
-static vkt_dropout_args drop_args(vkt_tref out, vkt_tref in, size_t n)
+/* The dropout state (sites 0..1) for p 0.25, step 9, first sample 40. */
+static vkt_buffer *drop_state(ew_ctx *c)
+{
+    uint32_t w[VKT_DROPOUT_STATE_WORDS(2)];
+    assert_vkt_ok(vkt_dropout_state_fill(w, 2, 0x1234567890abcdefull, 9, 40, 0.25f));
+    vkt_buffer *b = NULL;
+    assert_vkt_ok(vkt_buffer_create(c->dev, VKT_MEMORY_HOST, sizeof w, &b));
+    assert_vkt_ok(vkt_buffer_upload(b, 0, w, sizeof w));
+    return b;
+}
+
+static vkt_dropout_args drop_args(vkt_tref out, vkt_tref in, size_t n, vkt_buffer *st)
 {
     return (vkt_dropout_args){.out = out, .in = in, .t = T, .n = (uint32_t)(n / 7), .c = 7,
-                              .p = 0.25f, .seed = 0x1234567890abcdefull, .step = 9,
-                              .sample0 = 40, .site = 1};
+                              .state = {st, 0}, .site = 1};
 }
 
 static double drop_loss(ew_ctx *c, vkt_ops *ops, ew_tensor *in, const float *w)
 {
     ew_tensor out = ew_new(c->dev, T, in[0].n, 3, 0.0f);
-    vkt_dropout_args a = drop_args(ew_ref(&out), ew_ref(&in[0]), in[0].n);
+    vkt_buffer *st = drop_state(c);
+    vkt_dropout_args a = drop_args(ew_ref(&out), ew_ref(&in[0]), in[0].n, st);
     ew_begin(c);
     assert_vkt_ok(vkt_op_dropout_fwd(ops, c->s, &a));
     ew_finish(c);
+    vkt_buffer_destroy(st);
     return weigh(&out, w);
 }
 
 static void drop_grad(ew_ctx *c, vkt_ops *ops, ew_tensor *in, ew_tensor *w, ew_tensor *g)
 {
-    vkt_dropout_args a = drop_args(ew_ref(&g[0]), ew_ref(w), in[0].n);
+    vkt_buffer *st = drop_state(c);
+    vkt_dropout_args a = drop_args(ew_ref(&g[0]), ew_ref(w), in[0].n, st);
     ew_begin(c);
     assert_vkt_ok(vkt_op_dropout_bwd(ops, c->s, &a));
     ew_finish(c);
+    vkt_buffer_destroy(st);
 }
 
 /* MSE: L = w0 · loss (w0 plays the loss scale: grad_scale = w0). */

@@ -5,6 +5,11 @@
 
 vkt_model *eu_model(vkt_device *dev, bool gpt, vkt_dtype t)
 {
+    return eu_model_dropout(dev, gpt, t, 0.0f);
+}
+
+vkt_model *eu_model_dropout(vkt_device *dev, bool gpt, vkt_dtype t, float dropout)
+{
     vkt_model *m = NULL;
     if (gpt) {
         vkt_gpt_opts o = VKT_GPT_OPTS_INIT;
@@ -15,6 +20,7 @@ vkt_model *eu_model(vkt_device *dev, bool gpt, vkt_dtype t)
         o.channels = 16;
         o.seed = 5;
         o.dtype = t;
+        o.dropout = dropout;
         if (vkt_model_create_gpt(dev, &o, &m) != VKT_OK) return NULL;
     } else {
         static const uint32_t sizes[] = {10, 32, 32, 4};
@@ -24,6 +30,7 @@ vkt_model *eu_model(vkt_device *dev, bool gpt, vkt_dtype t)
         o.activation = VKT_ACTIVATION_GELU;
         o.seed = 5;
         o.dtype = t;
+        o.dropout = dropout;
         if (vkt_model_create_mlp(dev, &o, &m) != VKT_OK) return NULL;
     }
     return m;

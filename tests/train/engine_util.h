@@ -11,6 +11,8 @@
 /* MLP 10-32-32-4 (GELU) or GPT (vocab 32, context 8, 2 layers, 2 heads,
  * width 16), seed 5, compute dtype t. NULL on failure (vkt_last_error). */
 vkt_model *eu_model(vkt_device *dev, bool gpt, vkt_dtype t);
+/* The same with dropout probability `dropout` (0: none). */
+vkt_model *eu_model_dropout(vkt_device *dev, bool gpt, vkt_dtype t, float dropout);
 void eu_mlp_sample(uint64_t i, float *x, int32_t *y);
 void eu_gpt_sample(uint64_t i, int32_t *tok, int32_t *lab);
 /* Micro-batch of `count` samples starting at global sample `first` into

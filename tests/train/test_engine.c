@@ -2,7 +2,9 @@
  * processes, lavapipe, shared memory and TCP) end with the same weights as
  * one process running the same global batch, with and without gradient
  * accumulation, for the MLP and the GPT, with gradient clipping on, and with
- * uneven per-rank micro-batches (vktrain.rank_batch). ZeRO-2 runs with
+ * uneven per-rank micro-batches (vktrain.rank_batch), and with dropout (the
+ * engine gives each micro-batch its global first sample, so the masks are
+ * the reference's whatever the split). ZeRO-2 runs with
  * gradient slots (each micro-batch's buckets reduce-scattered out of the
  * slots and accumulated into the rank's gradient shard).
  *
@@ -38,28 +40,34 @@ typedef struct config {
     const char *rank_batch; /* JSON list or NULL */
     int world;              /* only at this world size (0: any) */
     vkt_dtype dtype;
+    float dropout;          /* 0: none */
 } config;
 
 static const config configs[] = {
-    {"mlp-ddp", false, 0, 1, NULL, 0, VKT_DTYPE_F32},
-    {"mlp-ddp-gas2", false, 0, 2, NULL, 0, VKT_DTYPE_F32},
-    {"mlp-zero1", false, 1, 1, NULL, 0, VKT_DTYPE_F32},
-    {"mlp-zero2-gas2", false, 2, 2, NULL, 0, VKT_DTYPE_F32},
-    {"mlp-uneven", false, 0, 1, "[3, 5]", 2, VKT_DTYPE_F32},
-    {"mlp-zero2-uneven", false, 2, 1, "[3, 5]", 2, VKT_DTYPE_F32},
-    {"gpt-ddp", true, 0, 1, NULL, 0, VKT_DTYPE_F32},
-    {"gpt-zero2", true, 2, 1, NULL, 0, VKT_DTYPE_F32},
-    {"mlp-fp16-zero1", false, 1, 2, NULL, 0, VKT_DTYPE_F16},
-    {"mlp-bf16-zero2", false, 2, 1, NULL, 0, VKT_DTYPE_BF16},
-    {"gpt-bf16-ddp", true, 0, 1, NULL, 0, VKT_DTYPE_BF16},
+    {"mlp-ddp", false, 0, 1, NULL, 0, VKT_DTYPE_F32, 0},
+    {"mlp-ddp-gas2", false, 0, 2, NULL, 0, VKT_DTYPE_F32, 0},
+    {"mlp-zero1", false, 1, 1, NULL, 0, VKT_DTYPE_F32, 0},
+    {"mlp-zero2-gas2", false, 2, 2, NULL, 0, VKT_DTYPE_F32, 0},
+    {"mlp-uneven", false, 0, 1, "[3, 5]", 2, VKT_DTYPE_F32, 0},
+    {"mlp-zero2-uneven", false, 2, 1, "[3, 5]", 2, VKT_DTYPE_F32, 0},
+    {"gpt-ddp", true, 0, 1, NULL, 0, VKT_DTYPE_F32, 0},
+    {"gpt-zero2", true, 2, 1, NULL, 0, VKT_DTYPE_F32, 0},
+    {"mlp-fp16-zero1", false, 1, 2, NULL, 0, VKT_DTYPE_F16, 0},
+    {"mlp-bf16-zero2", false, 2, 1, NULL, 0, VKT_DTYPE_BF16, 0},
+    {"gpt-bf16-ddp", true, 0, 1, NULL, 0, VKT_DTYPE_BF16, 0},
     /* ZeRO-2 accumulates each micro-batch's reduce-scattered slots into the
      * shard on the host: in fp16 here, with the tied wte's slot */
-    {"gpt-fp16-zero2-gas2", true, 2, 2, NULL, 0, VKT_DTYPE_F16},
+    {"gpt-fp16-zero2-gas2", true, 2, 2, NULL, 0, VKT_DTYPE_F16, 0},
     /* ZeRO-3: parameters partitioned, each segment's groups gathered */
-    {"mlp-zero3", false, 3, 1, NULL, 0, VKT_DTYPE_F32},
-    {"mlp-zero3-gas2-uneven", false, 3, 2, "[1, 3]", 2, VKT_DTYPE_F32},
-    {"gpt-zero3-gas2", true, 3, 2, NULL, 0, VKT_DTYPE_F32},
-    {"gpt-bf16-zero3", true, 3, 1, NULL, 0, VKT_DTYPE_BF16},
+    {"mlp-zero3", false, 3, 1, NULL, 0, VKT_DTYPE_F32, 0},
+    {"mlp-zero3-gas2-uneven", false, 3, 2, "[1, 3]", 2, VKT_DTYPE_F32, 0},
+    {"gpt-zero3-gas2", true, 3, 2, NULL, 0, VKT_DTYPE_F32, 0},
+    {"gpt-bf16-zero3", true, 3, 1, NULL, 0, VKT_DTYPE_BF16, 0},
+    /* dropout p = 0.1: masks per global sample and update */
+    {"mlp-zero1-dropout", false, 1, 2, NULL, 0, VKT_DTYPE_F32, 0.1f},
+    {"mlp-zero2-uneven-dropout", false, 2, 2, "[1, 3]", 2, VKT_DTYPE_F32, 0.1f},
+    {"gpt-ddp-dropout", true, 0, 1, NULL, 0, VKT_DTYPE_F32, 0.1f},
+    {"gpt-zero3-dropout", true, 3, 2, NULL, 0, VKT_DTYPE_F32, 0.1f},
 };
 #define NCONFIGS (sizeof configs / sizeof configs[0])
 
@@ -93,7 +101,7 @@ static int train(int rank, int world, vkt_device *dev, vkt_comm *comm, const con
 {
     char json[768];
     config_json(c, comm ? world : 0, json, sizeof json);
-    vkt_model *m = eu_model(dev, c->gpt, c->dtype);
+    vkt_model *m = eu_model_dropout(dev, c->gpt, c->dtype, c->dropout);
     if (!m) return RANK_FAIL(rank, "%s: model: %s", c->name, vkt_last_error());
     vkt_engine_opts eo = VKT_ENGINE_OPTS_INIT;
     eo.model = m;
@@ -219,7 +227,7 @@ static void run_world(int world, vkt_comm_backend backend)
             maxref = fmax(maxref, fabs(want[k]));
             maxdiff = fmax(maxdiff, fabs((double)p0[k] - want[k]));
         }
-        print_message("world %d %-18s max|w - ref| = %.3g (max|ref| %.3g)\n", world, c->name,
+        print_message("world %d %-24s max|w - ref| = %.3g (max|ref| %.3g)\n", world, c->name,
                       maxdiff, maxref);
         double tol = c->dtype == VKT_DTYPE_F32 ? 1e-5 : c->dtype == VKT_DTYPE_F16 ? 1e-3 : 1e-2;
         if (!(maxdiff <= tol * maxref))

@@ -10,7 +10,8 @@
  *   training goes on;
  * - a corrupted shard, a truncated shard and a checkpoint of another model
  *   each fail to load with an error that names the problem, on every rank;
- *   ranks with disagreeing configs are refused at create. */
+ *   ranks with disagreeing configs are refused at create, and so is a model
+ *   an earlier ZeRO-2 engine sharded. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,6 +229,16 @@ static int rank_main(int rank, int world, void *arg)
                             vkt_last_error());
         vkt_engine_destroy(bad_e);
         vkt_model_destroy(m2);
+        /* A model a ZeRO-2 engine sharded cannot serve another engine. */
+        vkt_engine_destroy(e);
+        e = NULL;
+        eo.model = m;
+        eo.config_json = json_zero1;
+        st = vkt_engine_create(&eo, &bad_e);
+        if (st != VKT_ERR_INVALID_USAGE || !strstr(vkt_last_error(), "earlier engine"))
+            rc |= RANK_FAIL(rank, "a sharded model reused: got %s '%s'", vkt_status_name(st),
+                            vkt_last_error());
+        vkt_engine_destroy(bad_e);
         break;
     }
     default: break;

@@ -53,11 +53,43 @@ if ((${#names[@]} == 0)); then
     exit 1
 fi
 
+# Split add_test's argument text into words without eval: CMake writes each
+# argument double-quoted, escaping \, " and $ with a backslash (bare words
+# and [=[bracket]=] arguments are taken as they are).
+split_args() {
+    local s=$1 i=0 n=${#1} ch word
+    argv=()
+    while ((i < n)); do
+        ch=${s:i:1}
+        if [[ $ch == [[:space:]] ]]; then
+            i=$((i + 1))
+        elif [[ $ch == '"' ]]; then
+            word= i=$((i + 1))
+            while ((i < n)) && [[ ${s:i:1} != '"' ]]; do
+                [[ ${s:i:1} == '\' ]] && i=$((i + 1))
+                word+=${s:i:1}
+                i=$((i + 1))
+            done
+            argv+=("$word")
+            i=$((i + 1))
+        elif [[ ${s:i} =~ ^\[(=*)\[ ]]; then
+            local close="]${BASH_REMATCH[1]}]" rest=${s:i+${#BASH_REMATCH[0]}}
+            argv+=("${rest%%"$close"*}")
+            rest=${rest#*"$close"}
+            i=$((n - ${#rest}))
+        else
+            word=${s:i}
+            word=${word%%[[:space:]]*}
+            argv+=("$word")
+            i=$((i + ${#word}))
+        fi
+    done
+}
+
 passed=0
 failed=()
 for name in "${names[@]}"; do
-    # CMake writes each argument double-quoted; the shell reads them back.
-    eval "argv=(${cmd[$name]})"
+    split_args "${cmd[$name]}"
     IFS=';' read -r -a vars <<<"${env[$name]}"
     echo "=== $name (timeout ${tmo[$name]} s)"
     t0=$SECONDS

@@ -19,7 +19,8 @@ static const char *all_vars[] = {
     "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
     "SLURM_PROCID", "SLURM_NTASKS", "SLURM_NPROCS", "SLURM_LOCALID", "SLURM_NODEID",
     "SLURM_STEP_TASKS_PER_NODE", "SLURM_NTASKS_PER_NODE", "SLURM_STEP_NODELIST",
-    "SLURM_JOB_NODELIST", "SLURM_NODELIST", "SLURM_JOB_ID", "SLURM_JOBID",
+    "SLURM_JOB_NODELIST", "SLURM_NODELIST", "SLURM_JOB_ID", "SLURM_JOBID", "SLURM_STEP_ID",
+    "SLURM_STEPID",
     "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
     "OMPI_COMM_WORLD_LOCAL_SIZE", "PMIX_NAMESPACE", "OMPI_MCA_ess_base_jobid"};
 
@@ -142,7 +143,7 @@ static void test_torchrun(void **state)
 static void test_slurm(void **state)
 {
     (void)state;
-    env("SLURM_PROCID=5", "SLURM_NTASKS=7", "SLURM_LOCALID=1", "SLURM_NODEID=2",
+    env("SLURM_PROCID=5", "SLURM_NTASKS=7", "SLURM_LOCALID=1", "SLURM_NODEID=2", "SLURM_STEP_ID=0",
         "SLURM_STEP_TASKS_PER_NODE=2(x3),1", "SLURM_STEP_NODELIST=gpu[07-09,12]",
         "SLURM_NODELIST=other", "SLURM_JOB_ID=123456", NULL);
     vkt_dist_env e = detect_ok();
@@ -155,7 +156,7 @@ static void test_slurm(void **state)
     assert_int_equal(e.master_port, 20000 + 123456 % 20000);
     /* MASTER_ADDR/PORT override; SLURM_NODELIST and NTASKS_PER_NODE as fallbacks */
     env("SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_LOCALID=0", "SLURM_NTASKS_PER_NODE=2",
-        "SLURM_NODELIST=localhost", "SLURM_JOBID=7", NULL);
+        "SLURM_NODELIST=localhost", "SLURM_JOBID=7", "SLURM_STEPID=3", NULL);
     e = detect_ok();
     assert_string_equal(e.master_addr, "localhost");
     assert_int_equal(e.master_port, 20007);
@@ -165,14 +166,40 @@ static void test_slurm(void **state)
     e = detect_ok();
     assert_string_equal(e.master_addr, "head");
     assert_int_equal(e.master_port, 4242);
-    env("SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_NODELIST=node[1-", NULL);
+    env("SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_STEP_ID=0", "SLURM_NODELIST=node[1-", NULL);
     detect_fails("SLURM_NODELIST=node[1-");
-    env("SLURM_PROCID=2", "SLURM_NTASKS=2", NULL);
+    env("SLURM_PROCID=2", "SLURM_NTASKS=2", "SLURM_STEP_ID=0", NULL);
     detect_fails("SLURM_PROCID=2 is not below SLURM_NTASKS=2");
     env("SLURM_PROCID=0", "SLURM_NTASKS=two", NULL);
     detect_fails("SLURM_NTASKS=two");
     env("SLURM_PROCID=0", NULL);
     detect_fails("SLURM_NPROCS is not set");
+    /* A batch script (sbatch -n 2) has SLURM_PROCID=0 and SLURM_NTASKS=2 but
+     * no step id: not a rank of 2 that would wait for a partner forever. */
+    env("SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_NPROCS=2", "SLURM_LOCALID=0",
+        "SLURM_JOB_NODELIST=vm", "SLURM_JOB_ID=14", NULL);
+    detect_fails("SLURM_STEP_ID is not");
+    assert_non_null(strstr(vkt_last_error(), "srun"));
+    env("SLURM_PROCID=0", "SLURM_NTASKS=1", "SLURM_JOB_NODELIST=vm", "SLURM_JOB_ID=14", NULL);
+    e = detect_ok(); /* sbatch -n 1: its script is the one rank */
+    assert_string_equal(e.source, "slurm");
+    assert_int_equal(e.world_size, 1);
+}
+
+/* mpirun inside a SLURM job's batch script: every rank also inherits the
+ * script's SLURM_PROCID=0 and SLURM_NTASKS; Open MPI's own variables win. */
+static void test_ompi_in_slurm(void **state)
+{
+    (void)state;
+    env("SLURM_PROCID=0", "SLURM_NTASKS=2", "SLURM_LOCALID=0", "SLURM_JOB_NODELIST=vm",
+        "SLURM_JOB_ID=17", "OMPI_COMM_WORLD_RANK=1", "OMPI_COMM_WORLD_SIZE=2",
+        "OMPI_COMM_WORLD_LOCAL_RANK=1", "OMPI_COMM_WORLD_LOCAL_SIZE=2",
+        "OMPI_MCA_ess_base_jobid=1706622977", NULL);
+    vkt_dist_env e = detect_ok();
+    assert_string_equal(e.source, "mpirun");
+    assert_int_equal(e.rank, 1);
+    assert_int_equal(e.local_rank, 1);
+    assert_string_equal(e.master_addr, "127.0.0.1");
 }
 
 static void test_ompi(void **state)
@@ -233,7 +260,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hostlist), cmocka_unit_test(test_tasks_per_node),
         cmocka_unit_test(test_torchrun), cmocka_unit_test(test_slurm),
-        cmocka_unit_test(test_ompi),     cmocka_unit_test(test_none),
+        cmocka_unit_test(test_ompi),     cmocka_unit_test(test_ompi_in_slurm),
+        cmocka_unit_test(test_none),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -68,6 +68,83 @@ static void test_tcp_store(void **state)
     stop_store(srv);
 }
 
+/* The server's request decoder (what tests/fuzz/fuzz_store.c fuzzes). */
+static size_t put_req(unsigned char *b, uint32_t op, const char *key, size_t keylen,
+                      uint64_t arg, const char *val)
+{
+    uint32_t kl = (uint32_t)keylen;
+    memcpy(b, &op, 4);
+    memcpy(b + 4, &kl, 4);
+    memcpy(b + 8, &arg, 8);
+    memcpy(b + 16, key, keylen);
+    if (op == VKT_STORE_OP_SET) memcpy(b + 16 + keylen, val, arg);
+    return 16 + keylen + (op == VKT_STORE_OP_SET ? arg : 0);
+}
+
+static void test_store_request_decode(void **state)
+{
+    (void)state;
+    unsigned char b[64];
+    vkt__store_req q;
+    size_t size = 0, n = put_req(b, VKT_STORE_OP_SET, "a/key", 5, 3, "abc");
+    assert_int_equal(vkt__store_req_decode(b, 7, &q, &size), VKT_OK);
+    assert_int_equal(size, VKT_STORE_REQ_HDR_BYTES); /* read the header first */
+    assert_int_equal(vkt__store_req_decode(b, 16, &q, &size), VKT_OK);
+    assert_int_equal(size, n);
+    assert_int_equal(vkt__store_req_decode(b, n, &q, &size), VKT_OK);
+    assert_true(q.op == VKT_STORE_OP_SET && q.keylen == 5 && q.arg == 3);
+    assert_true(q.key == (const char *)b + 16 && q.val == b + 21);
+    /* A key with a NUL byte would be stored as the text before it, so
+     * "a\0b" would overwrite "a": refused (fuzz_store checks it too). */
+    n = put_req(b, VKT_STORE_OP_SET, "a\0b", 3, 1, "v");
+    assert_int_equal(vkt__store_req_decode(b, n, &q, &size), VKT_ERR_CORRUPT);
+    assert_non_null(strstr(vkt_last_error(), "NUL"));
+    n = put_req(b, 4, "k", 1, 0, NULL);
+    assert_int_equal(vkt__store_req_decode(b, n, &q, &size), VKT_ERR_CORRUPT);
+    assert_non_null(strstr(vkt_last_error(), "unknown operation 4"));
+    n = put_req(b, VKT_STORE_OP_GET, "", 0, 0, NULL);
+    assert_int_equal(vkt__store_req_decode(b, n, &q, &size), VKT_ERR_CORRUPT);
+    put_req(b, VKT_STORE_OP_SET, "k", 1, 0, "");
+    uint64_t big = (1u << 20) + 1;
+    memcpy(b + 8, &big, 8);
+    assert_int_equal(vkt__store_req_decode(b, 16, &q, &size), VKT_ERR_CORRUPT);
+    assert_non_null(strstr(vkt_last_error(), "1048577 bytes"));
+}
+
+/* Over a real connection: the server drops a client that sends a NUL in a
+ * key, and the key before the NUL is not written. */
+static void test_tcp_store_refuses_nul_key(void **state)
+{
+    (void)state;
+    char addr[64];
+    void *srv = start_store(TEST_SECRET, addr, sizeof addr);
+    assert_non_null(srv);
+    vkt__auth auth;
+    assert_int_equal(vkt__auth_init(&auth, TEST_SECRET, 0), VKT_OK);
+    int port = atoi(strrchr(addr, ':') + 1), fd = -1;
+    double dl = vkt__now() + 5;
+    assert_int_equal(vkt__net_connect("127.0.0.1", port, dl, "store", &fd), VKT_OK);
+    unsigned char nonce[VKT_AUTH_NONCE_BYTES], mac[VKT_AUTH_MAC_BYTES], ok = 0, b[64];
+    assert_int_equal(vkt__net_read_all(fd, nonce, sizeof nonce, dl, "s"), VKT_OK);
+    vkt__auth_mac(&auth, nonce, sizeof nonce, mac);
+    assert_int_equal(vkt__net_write_all(fd, mac, sizeof mac, dl, "s"), VKT_OK);
+    assert_int_equal(vkt__net_read_all(fd, &ok, 1, dl, "s"), VKT_OK);
+    assert_int_equal(ok, 1);
+    size_t n = put_req(b, VKT_STORE_OP_SET, "a\0b", 3, 1, "v");
+    assert_int_equal(vkt__net_write_all(fd, b, n, dl, "s"), VKT_OK);
+    assert_int_equal(vkt__net_read_all(fd, b, 16, dl, "s"), VKT_ERR_REMOTE); /* closed */
+    vkt__close(fd);
+    vkt__store *s = connect_store(addr, TEST_SECRET, 0, NULL);
+    assert_non_null(s);
+    char buf[8];
+    size_t len = 0;
+    int found = 1;
+    assert_int_equal(s->ops->try_get(s, "a", buf, sizeof buf, &len, &found), VKT_OK);
+    assert_int_equal(found, 0);
+    vkt__store_close(s);
+    stop_store(srv);
+}
+
 static const char *store_addr_arg;
 
 static int unauth_case(int rank, int world, void *arg)
@@ -257,6 +334,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tcp_store),
         cmocka_unit_test(test_tcp_store_refuses_wrong_secret),
+        cmocka_unit_test(test_store_request_decode),
+        cmocka_unit_test(test_tcp_store_refuses_nul_key),
         cmocka_unit_test(test_file_store),
         cmocka_unit_test(test_concurrent_add),
         cmocka_unit_test(test_secret_sources),
