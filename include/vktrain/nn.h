@@ -155,7 +155,8 @@ typedef struct vkt_batch {
  * seen and replays them afterwards. Returns VKT_ERR_INVALID_ARG (missing
  * arrays, a label or token out of range: the message names the position),
  * VKT_ERR_NOMEM, VKT_ERR_UNSUPPORTED (an activation larger than one binding
- * window: use a smaller batch), VKT_ERR_VULKAN. */
+ * window: use a smaller batch), VKT_ERR_VULKAN; VKT_ERR_INVALID_USAGE on a
+ * model whose parameters a ZeRO-3 engine partitioned (use vkt_engine_eval). */
 VKT_API vkt_status vkt_model_forward(vkt_model *m, const vkt_batch *b, float *loss);
 /* Backward of the last forward: accumulates into the gradients. Blocking.
  * VKT_ERR_INVALID_USAGE without a forward since the last backward. */

@@ -15,7 +15,9 @@
  *                  a micro-batch (cli/cmd_train.c)
  *   kill_backward  SIGKILL before its backward, which starts the gradient reduction
  *   kill_save      SIGKILL after the rank wrote its checkpoint shard, before the
- *                  commit (formats/ckpt_dir.c; ranks without a shard never pass) */
+ *                  commit (formats/ckpt_dir.c; ranks without a shard never pass)
+ *   ib_bad_rkey    a verbs link announces a wrong rkey (transport/verbs_conn.c)
+ *   ib_qp_error    a verbs QP is moved to the error state (transport/verbs_chan.c) */
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>

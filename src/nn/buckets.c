@@ -189,10 +189,17 @@ static int cmp_u64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Slot buffers: n, slot k of len[k] elements (kept when large enough).
- * Host visible: the engine reduces out of them or gathers into them; device
- * memory the host cannot map (discrete GPUs) gives way to host memory
- * kernels read. */
+vkt_status vkt__nn_host_visible(vkt_model *m, uint64_t bytes, vkt_buffer **out)
+{
+    VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, bytes, out));
+    if (vkt_buffer_host_ptr(*out)) return VKT_OK;
+    vkt_buffer_destroy(*out);
+    *out = NULL;
+    return vkt_buffer_create(m->dev, VKT_MEMORY_HOST, bytes, out);
+}
+
+/* Slot buffers: n, slot k of len[k] elements (kept when large enough),
+ * host visible: the engine reduces out of them or gathers into them. */
 vkt_status vkt__nn_make_slots(vkt_model *m, vkt_buffer ***bufs, uint32_t *cap, uint32_t n,
                               const uint64_t *len, uint64_t *total)
 {
@@ -212,12 +219,7 @@ vkt_status vkt__nn_make_slots(vkt_model *m, vkt_buffer ***bufs, uint32_t *cap, u
             vkt_buffer_destroy(b[k]);
             b[k] = NULL;
         }
-        if (k >= n || b[k]) continue;
-        VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, bytes, &b[k]));
-        if (vkt_buffer_host_ptr(b[k])) continue;
-        vkt_buffer_destroy(b[k]);
-        b[k] = NULL;
-        VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_HOST, bytes, &b[k]));
+        if (k < n && !b[k]) VKT_CHECK(vkt__nn_host_visible(m, bytes, &b[k]));
     }
     return VKT_OK;
 }

@@ -202,12 +202,7 @@ vkt_status vkt__nn_set_gather_mode(vkt_model *m, uint64_t lo, uint64_t hi)
     /* The engine sends from the shard: host-visible memory, as the slots.
      * A rank may own nothing of a small model: then a stand-in. */
     vkt_buffer *c = NULL;
-    VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, bytes, &c));
-    if (!vkt_buffer_host_ptr(c)) {
-        vkt_buffer_destroy(c);
-        c = NULL;
-        VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_HOST, bytes, &c));
-    }
+    VKT_CHECK(vkt__nn_host_visible(m, bytes, &c));
     void *tmp = vkt_malloc(bytes);
     vkt_status st = tmp ? VKT_OK : VKT_ERROR(VKT_ERR_NOMEM, "model: out of host memory");
     if (st == VKT_OK && n)

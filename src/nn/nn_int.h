@@ -273,6 +273,10 @@ void vkt__nn_gather_enter(vkt_model *m, const nn_gather *g, uint32_t n, uint32_t
 /* gather.c: the groups (buckets) node n reads parameters from, up to
  * VKT_NN_MAX_IO; returns how many. */
 uint32_t vkt__nn_node_groups(const vkt_model *m, const nn_node *n, uint32_t *out);
+/* buckets.c: a buffer the host can map: device memory where the device
+ * offers it mappable (integrated GPUs, lavapipe), else host memory that
+ * kernels read (discrete GPUs). */
+vkt_status vkt__nn_host_visible(vkt_model *m, uint64_t bytes, vkt_buffer **out);
 /* buckets.c: make n host-visible slot buffers of len[k] elements each in
  * *bufs (kept where the size matches); *total gets the sum of the lengths. */
 vkt_status vkt__nn_make_slots(vkt_model *m, vkt_buffer ***bufs, uint32_t *cap, uint32_t n,

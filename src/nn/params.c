@@ -145,7 +145,7 @@ void vkt__nn_dense_padded(const vkt_model *m, float *dense, float *pad, bool to_
 static vkt_status transfer(vkt_model *m, vkt_buffer *buf, float *host, bool to_host)
 {
     VKT_CHECK(vkt_model_backward_wait(m));
-    VKT_FAIL_IF(to_host && buf == m->master && m->master_lo + m->master_len != m->padded,
+    VKT_FAIL_IF(to_host && buf == m->master && (m->master_lo != 0 || m->master_len != m->padded),
                 VKT_ERR_INVALID_USAGE,
                 "model: this rank holds only its shard of the fp32 master weights (ZeRO); "
                 "use vkt_engine_get_params");

@@ -459,7 +459,9 @@ vkt_status vkt_engine_get_params(vkt_engine *e, float *out)
     VKT_FAIL_IF(!e || !out, VKT_ERR_INVALID_ARG, "vkt_engine_get_params: NULL argument");
     vkt_model *m = e->model;
     /* The same decision on every rank (the gather is collective). */
-    bool sharded = m->master_len != m->padded && e->comm && e->world > 1;
+    /* from engine state, the same on every rank (a rank whose shard is
+     * empty keeps its whole master) */
+    bool sharded = e->comm && e->world > 1 && (e->gather || (e->stage >= 1 && m->copy != m->master));
     if (!sharded) return vkt_model_get_params(m, out);
     /* ZeRO with f16/bf16: each rank holds its shard of the fp32 master
      * weights; gather them. */

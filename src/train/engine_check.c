@@ -134,24 +134,44 @@ vkt_status vkt__engine_compare_hashes(vkt_engine *e, const uint64_t *mine, uint3
 }
 
 /* ZeRO-3: no rank holds a replica; each all-gathers the compute copy's
- * shards on the host (what the segments' gathers assemble) and hashes
- * that, so the comparison catches ranks that assemble different weights
- * (a transport or memory fault), not rounding drift, which the sharded
- * update rules out. */
+ * shards group by group (what the segments' gathers assemble, at most one
+ * group on the host at a time) and hashes that, so the comparison catches
+ * ranks that assemble different weights (a transport or memory fault), not
+ * rounding drift, which the sharded update rules out. */
 static vkt_status gathered_hashes(vkt_engine *e, uint64_t *out)
 {
     vkt_model *m = e->model;
-    size_t es = vkt_dtype_size(m->dtype);
-    char *all = vkt_malloc(m->padded * es);
-    VKT_FAIL_IF(!all, VKT_ERR_NOMEM, "engine: out of host memory for the replica check");
-    /* gather mode keeps the shard in host-visible memory */
-    vkt_status st = vkt_comm_allgatherv(e->comm, vkt_buffer_host_ptr(m->copy), all,
-                                        e->shard_counts, m->dtype);
-    for (uint32_t i = 0; i < m->nparams && st == VKT_OK; i++) {
-        const nn_tensor *p = &m->g.t[m->param_ids[i]];
-        out[i] = XXH3_64bits(all + p->offset * es, (size_t)(p->numel * es));
+    size_t es = vkt_dtype_size(m->dtype), w = (size_t)e->world;
+    uint64_t longest = 0;
+    for (uint32_t b = 0; b < m->nbuckets; b++) {
+        uint64_t len = m->bucket_ends[b] - (b ? m->bucket_ends[b - 1] : 0);
+        if (len > longest) longest = len;
     }
-    vkt_free(all);
+    char *group = vkt_malloc(longest * es + 1);
+    size_t *counts = vkt_malloc(w * sizeof *counts);
+    vkt_status st = group && counts ? VKT_OK
+                                    : VKT_ERROR(VKT_ERR_NOMEM, "engine: out of host memory for "
+                                                               "the replica check");
+    /* gather mode keeps the shard in host-visible memory */
+    const char *shard = vkt_buffer_host_ptr(m->copy);
+    for (uint32_t b = 0; b < m->nbuckets && st == VKT_OK; b++) {
+        uint64_t lo = b ? m->bucket_ends[b - 1] : 0, hi = m->bucket_ends[b], slo = 0;
+        for (size_t r = 0; r < w; slo += e->shard_counts[r++]) {
+            uint64_t shi = slo + e->shard_counts[r];
+            uint64_t a = lo > slo ? lo : slo, z = hi < shi ? hi : shi;
+            counts[r] = z > a ? (size_t)(z - a) : 0;
+        }
+        uint64_t from = lo > e->shard_lo ? lo : e->shard_lo;
+        const char *send = counts[e->rank] ? shard + (from - m->copy_lo) * es : shard;
+        st = vkt_comm_allgatherv(e->comm, send, group, counts, m->dtype);
+        for (uint32_t i = 0; i < m->nparams && st == VKT_OK; i++) {
+            const nn_tensor *p = &m->g.t[m->param_ids[i]];
+            if (p->offset >= lo && p->offset < hi) /* buckets hold whole parameters */
+                out[i] = XXH3_64bits(group + (p->offset - lo) * es, (size_t)(p->numel * es));
+        }
+    }
+    vkt_free(group);
+    vkt_free(counts);
     return st;
 }
 

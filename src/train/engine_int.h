@@ -92,7 +92,7 @@ vkt_status vkt__engine_gather(vkt_engine *e, vkt_buffer *buf, vkt_dtype t);
 
 /* engine_check.c: the replica check (vktrain.check_replicas_every). */
 /* After an update: every check_replicas_every-th one, the check below
- * (VKT_ERR_UNSUPPORTED at stage 3 for now). */
+ * (at stage 3 on the copy gathered for the check). */
 vkt_status vkt__engine_check_replicas(vkt_engine *e);
 /* Collective, now: hash each parameter of the compute copy (whole on every
  * rank at stages 0-2) and compare across ranks. */

@@ -202,18 +202,26 @@ static vkt_model *small_gpt(vkt_device *dev, uint32_t layers)
     return m;
 }
 
-static void test_gpt_grad_slots(void **state)
+/* Bucket ends that give every parameter a bucket of its own. */
+static uint64_t *per_param_buckets(const vkt_model *m)
 {
-    vkt_device *dev = *state;
-    vkt_model *ref = small_gpt(dev, 4), *m = small_gpt(dev, 4);
     uint32_t np = vkt_model_param_count(m);
-    uint64_t *ends = malloc(np * sizeof *ends), flat = vkt_model_flat_size(m);
+    uint64_t *ends = malloc(np * sizeof *ends);
     for (uint32_t i = 0; i + 1 < np; i++) {
         vkt_param_info pi;
         assert_vkt_ok(vkt_model_param_info(m, i + 1, &pi));
         ends[i] = pi.offset;
     }
-    ends[np - 1] = flat;
+    ends[np - 1] = vkt_model_flat_size(m);
+    return ends;
+}
+
+static void test_gpt_grad_slots(void **state)
+{
+    vkt_device *dev = *state;
+    vkt_model *ref = small_gpt(dev, 4), *m = small_gpt(dev, 4);
+    uint32_t np = vkt_model_param_count(m);
+    uint64_t flat = vkt_model_flat_size(m), *ends = per_param_buckets(m);
     int32_t tok[2 * 8], lab[2 * 8];
     for (int i = 0; i < 16; i++) {
         tok[i] = (i * 5) % 40;
@@ -319,13 +327,7 @@ static void test_gpt_gather_plan(void **state)
     vkt_device *dev = *state;
     vkt_model *ref = small_gpt(dev, 4), *m = small_gpt(dev, 4);
     uint32_t np = vkt_model_param_count(m);
-    uint64_t *ends = malloc(np * sizeof *ends), flat = vkt_model_flat_size(m);
-    for (uint32_t i = 0; i + 1 < np; i++) {
-        vkt_param_info pi;
-        assert_vkt_ok(vkt_model_param_info(m, i + 1, &pi));
-        ends[i] = pi.offset;
-    }
-    ends[np - 1] = flat;
+    uint64_t flat = vkt_model_flat_size(m), *ends = per_param_buckets(m);
     int32_t tok[2 * 8], lab[2 * 8];
     for (int i = 0; i < 16; i++) {
         tok[i] = (i * 3) % 40;
