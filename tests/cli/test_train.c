@@ -14,10 +14,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <cmocka.h>
 #include <jansson.h>
+
+#include "idx_fixture.h"
 
 static const char *exe;
 static char dir[256];
@@ -49,52 +50,6 @@ static int run(const char *env, const char *fmt, ...)
     return WEXITSTATUS(rc);
 }
 
-static void be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
-}
-
-/* n images of 4x4: class c (0..3) lights quadrant c brightly, plus noise. */
-static void write_idx(const char *prefix, uint32_t n, uint64_t seed, bool gz)
-{
-    size_t ibytes = 16 + (size_t)n * 16, lbytes = 8 + n;
-    uint8_t *im = calloc(ibytes, 1), *lb = calloc(lbytes, 1);
-    assert_non_null(im);
-    assert_non_null(lb);
-    be32(im, 0x803), be32(im + 4, n), be32(im + 8, 4), be32(im + 12, 4);
-    be32(lb, 0x801), be32(lb + 4, n);
-    for (uint32_t i = 0; i < n; i++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        uint32_t c = (uint32_t)(seed >> 60) % 4;
-        lb[8 + i] = (uint8_t)c;
-        for (uint32_t p = 0; p < 16; p++) {
-            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-            uint32_t quad = (p / 8) * 2 + (p % 4) / 2;
-            im[16 + (size_t)i * 16 + p] = (uint8_t)((quad == c ? 150 : 0) + (seed >> 58));
-        }
-    }
-    char path[400];
-    const char *names[2] = {"images-idx3-ubyte", "labels-idx1-ubyte"};
-    for (int k = 0; k < 2; k++) {
-        snprintf(path, sizeof path, "%s/%s-%s%s", dir, prefix, names[k], gz ? ".gz" : "");
-        const uint8_t *data = k ? lb : im;
-        size_t len = k ? lbytes : ibytes;
-        if (gz) {
-            gzFile g = gzopen(path, "wb");
-            assert_non_null(g);
-            assert_int_equal(gzwrite(g, data, (unsigned)len), (int)len);
-            gzclose(g);
-        } else {
-            FILE *f = fopen(path, "wb");
-            assert_non_null(f);
-            assert_int_equal(fwrite(data, 1, len, f), len);
-            fclose(f);
-        }
-    }
-    free(im);
-    free(lb);
-}
-
 static int setup(void **state)
 {
     snprintf(dir, sizeof dir, "/tmp/vkt-test-train-XXXXXX");
@@ -118,8 +73,8 @@ static double accuracy(void)
 
 static void test_mlp_two_ranks(void **state)
 {
-    write_idx("train", 1024, 1, true);
-    write_idx("t10k", 250, 2, false); /* 125 per rank: the last eval batch is padded */
+    tidx_write(dir, "train", 1024, 1, true);
+    tidx_write(dir, "t10k", 250, 2, false); /* 125 per rank: the last eval batch is padded */
     int rc = run(NULL, "launch -n 2 -- %s train --data . --hidden 32 --batch 16 --epochs 3 "
                  "--lr 0.01 --ckpt-dir ck --metrics m{rank}.jsonl --seed 3", exe);
     if (rc) fprintf(stderr, "%s\n%s\n", out, err);
@@ -174,8 +129,8 @@ static void test_mlp_two_ranks(void **state)
  * the split goes into checkpoints. */
 static void test_rank_batch_auto(void **state)
 {
-    write_idx("train", 512, 1, false);
-    write_idx("t10k", 64, 2, false);
+    tidx_write(dir, "train", 512, 1, false);
+    tidx_write(dir, "t10k", 64, 2, false);
     char path[400];
     snprintf(path, sizeof path, "%s/auto.json", dir);
     FILE *f = fopen(path, "w");
@@ -217,8 +172,8 @@ static void test_rank_batch_auto(void **state)
 
 static void test_bad_input(void **state)
 {
-    write_idx("train", 64, 1, false);
-    write_idx("t10k", 32, 2, false);
+    tidx_write(dir, "train", 64, 1, false);
+    tidx_write(dir, "t10k", 32, 2, false);
     /* a truncated training image file */
     char path[400];
     snprintf(path, sizeof path, "%s/train-images-idx3-ubyte", dir);
@@ -227,7 +182,7 @@ static void test_bad_input(void **state)
     assert_non_null(strstr(err, "train-images-idx3-ubyte"));
     assert_non_null(strstr(err, "truncated"));
     /* test images of another size than the training images */
-    write_idx("train", 64, 1, false);
+    tidx_write(dir, "train", 64, 1, false);
     uint8_t small[16 + 4 * 4] = {0, 0, 8, 3, 0, 0, 0, 4, 0, 0, 0, 2, 0, 0, 0, 2};
     snprintf(path, sizeof path, "%s/t10k-images-idx3-ubyte", dir);
     FILE *f = fopen(path, "wb");

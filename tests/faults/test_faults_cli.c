@@ -35,6 +35,8 @@
 
 #include <cmocka.h>
 
+#include "idx_fixture.h"
+
 /* vktrain.comm_timeout_s: TIMEOUT_S in t0.json, for the faults that wait it
  * out (a stopped rank, a wrong secret); LONG_TIMEOUT_S in cN.json, where a
  * killed rank shows at once as a closed connection: the engine's GPU waits
@@ -124,42 +126,6 @@ static void show(const char *log, const char *word)
 
 /* ---- data ------------------------------------------------------------- */
 
-static void be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
-}
-
-/* n images of 4x4: class c (0..3) lights quadrant c brightly, plus noise. */
-static void write_idx(const char *prefix, uint32_t n, uint64_t seed)
-{
-    size_t ibytes = 16 + (size_t)n * 16, lbytes = 8 + n;
-    uint8_t *im = calloc(ibytes, 1), *lb = calloc(lbytes, 1);
-    assert_non_null(im);
-    assert_non_null(lb);
-    be32(im, 0x803), be32(im + 4, n), be32(im + 8, 4), be32(im + 12, 4);
-    be32(lb, 0x801), be32(lb + 4, n);
-    for (uint32_t i = 0; i < n; i++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        uint32_t c = (uint32_t)(seed >> 60) % 4;
-        lb[8 + i] = (uint8_t)c;
-        for (uint32_t p = 0; p < 16; p++) {
-            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-            uint32_t quad = (p / 8) * 2 + (p % 4) / 2;
-            im[16 + (size_t)i * 16 + p] = (uint8_t)((quad == c ? 150 : 0) + (seed >> 58));
-        }
-    }
-    char path[400];
-    const char *names[2] = {"images-idx3-ubyte", "labels-idx1-ubyte"};
-    for (int k = 0; k < 2; k++) {
-        snprintf(path, sizeof path, "%s/%s-%s", dir, prefix, names[k]);
-        FILE *f = fopen(path, "wb");
-        assert_non_null(f);
-        assert_int_equal(fwrite(k ? lb : im, 1, k ? lbytes : ibytes, f), k ? lbytes : ibytes);
-        fclose(f);
-    }
-    free(im);
-    free(lb);
-}
 
 /* cN.json: micro-batch 8, AdamW, ZeRO stage N, comm timeout LONG_TIMEOUT_S;
  * t0.json: stage 0, TIMEOUT_S. */
@@ -186,8 +152,8 @@ static int setup(void **state)
     t_setup = now_s();
     snprintf(dir, sizeof dir, "/tmp/vkt-test-faults-XXXXXX");
     assert_non_null(mkdtemp(dir));
-    write_idx("train", 256, 1);
-    write_idx("t10k", 64, 2);
+    tidx_write(dir, "train", 256, 1, false);
+    tidx_write(dir, "t10k", 64, 2, false);
     write_configs();
     /* Once per group: one short run compiles the shaders into the build's
      * caches, so no timed wait below includes a cold compile. */
