@@ -152,18 +152,11 @@ static vkt_status gathered_hashes(vkt_engine *e, uint64_t *out)
     vkt_status st = group && counts ? VKT_OK
                                     : VKT_ERROR(VKT_ERR_NOMEM, "engine: out of host memory for "
                                                                "the replica check");
-    /* gather mode keeps the shard in host-visible memory */
-    const char *shard = vkt_buffer_host_ptr(m->copy);
     for (uint32_t b = 0; b < m->nbuckets && st == VKT_OK; b++) {
-        uint64_t lo = b ? m->bucket_ends[b - 1] : 0, hi = m->bucket_ends[b], slo = 0;
-        for (size_t r = 0; r < w; slo += e->shard_counts[r++]) {
-            uint64_t shi = slo + e->shard_counts[r];
-            uint64_t a = lo > slo ? lo : slo, z = hi < shi ? hi : shi;
-            counts[r] = z > a ? (size_t)(z - a) : 0;
-        }
-        uint64_t from = lo > e->shard_lo ? lo : e->shard_lo;
-        const char *send = counts[e->rank] ? shard + (from - m->copy_lo) * es : shard;
-        st = vkt_comm_allgatherv(e->comm, send, group, counts, m->dtype);
+        uint64_t lo = b ? m->bucket_ends[b - 1] : 0, hi = m->bucket_ends[b];
+        vkt_comm_req *req = NULL;
+        st = vkt__engine_gather_group(e, b, group, counts, &req);
+        if (st == VKT_OK) st = vkt_comm_wait(req);
         for (uint32_t i = 0; i < m->nparams && st == VKT_OK; i++) {
             const nn_tensor *p = &m->g.t[m->param_ids[i]];
             if (p->offset >= lo && p->offset < hi) /* buckets hold whole parameters */

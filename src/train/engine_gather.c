@@ -42,27 +42,28 @@ static vkt_status reserve(vkt_engine *e)
     return VKT_OK;
 }
 
-vkt_status vkt__engine_gathers_post(vkt_engine *e, const nn_gather *g, uint32_t n, uint32_t seg)
+vkt_status vkt__engine_gather_group(vkt_engine *e, uint32_t b, void *dst, size_t *counts,
+                                   vkt_comm_req **req)
 {
     vkt_model *m = e->model;
     size_t es = vkt_dtype_size(m->dtype);
     const char *shard = vkt_buffer_host_ptr(m->copy);
-    for (uint32_t i = 0; i < n; i++) {
-        if (g[i].first != seg) continue;
-        uint32_t b = g[i].group;
-        uint64_t lo = b ? m->bucket_ends[b - 1] : 0, hi = m->bucket_ends[b], slo = 0;
-        size_t *counts = e->gcounts + (size_t)i * (size_t)e->world;
-        for (int r = 0; r < e->world; r++) {
-            uint64_t shi = slo + e->shard_counts[r];
-            uint64_t a = lo > slo ? lo : slo, z = hi < shi ? hi : shi;
-            counts[r] = z > a ? (size_t)(z - a) : 0;
-            slo = shi;
-        }
-        uint64_t from = lo > e->shard_lo ? lo : e->shard_lo;
-        const char *send = counts[e->rank] ? shard + (from - m->copy_lo) * es : shard;
-        VKT_CHECK(vkt_comm_allgatherv_async(e->comm, send, vkt_buffer_host_ptr(m->gslots[g[i].slot]),
-                                            counts, m->dtype, &e->greqs[i]));
-    }
+    uint64_t lo = b ? m->bucket_ends[b - 1] : 0;
+    vkt__engine_split(e, lo, m->bucket_ends[b], counts);
+    uint64_t from = lo > e->shard_lo ? lo : e->shard_lo;
+    const char *send = counts[e->rank] ? shard + (from - m->copy_lo) * es : shard;
+    return vkt_comm_allgatherv_async(e->comm, send, dst, counts, m->dtype, req);
+}
+
+vkt_status vkt__engine_gathers_post(vkt_engine *e, const nn_gather *g, uint32_t n, uint32_t seg)
+{
+    vkt_model *m = e->model;
+    for (uint32_t i = 0; i < n; i++)
+        if (g[i].first == seg)
+            VKT_CHECK(vkt__engine_gather_group(e, g[i].group,
+                                               vkt_buffer_host_ptr(m->gslots[g[i].slot]),
+                                               e->gcounts + (size_t)i * (size_t)e->world,
+                                               &e->greqs[i]));
     return VKT_OK;
 }
 

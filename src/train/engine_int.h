@@ -87,6 +87,10 @@ double vkt__engine_now(void);
  * gradients are reduced right away (DeepSpeed's stage 2 reduces every
  * micro-batch); otherwise they accumulate locally (no_sync). */
 vkt_status vkt__engine_backward_local(vkt_engine *e);
+/* counts[r] (world entries): the elements of flat range [lo, hi) in rank
+ * r's shard (the shards tile the flat buffer in rank order); returns how
+ * many come before this rank's part. */
+uint64_t vkt__engine_split(const vkt_engine *e, uint64_t lo, uint64_t hi, size_t *counts);
 /* All-gather the updated shards of buf (elements of dtype t). */
 vkt_status vkt__engine_gather(vkt_engine *e, vkt_buffer *buf, vkt_dtype t);
 
@@ -115,6 +119,10 @@ vkt_status vkt__engine_compare_hashes(vkt_engine *e, const uint64_t *mine, uint3
  * start (finish, signalling gather_tl at gbase + seg + 1); after an error,
  * end every gather and release every segment still waiting. */
 vkt_status vkt__engine_gather_setup(vkt_engine *e);
+/* Start the all-gather of group (bucket) b of the compute copy's shards
+ * into dst (counts: world entries, alive until *req is waited for). */
+vkt_status vkt__engine_gather_group(vkt_engine *e, uint32_t b, void *dst, size_t *counts,
+                                   vkt_comm_req **req);
 vkt_status vkt__engine_gathers_post(vkt_engine *e, const nn_gather *g, uint32_t n, uint32_t seg);
 vkt_status vkt__engine_gathers_finish(vkt_engine *e, const nn_gather *g, uint32_t n, uint32_t seg,
                                       uint64_t gbase);

@@ -108,6 +108,19 @@ vkt_status vkt__engine_buckets(vkt_engine *e)
     return vkt_timeline_create(m->dev, 0, &e->timeline);
 }
 
+uint64_t vkt__engine_split(const vkt_engine *e, uint64_t lo, uint64_t hi, size_t *counts)
+{
+    uint64_t slo = 0, before = 0;
+    for (int r = 0; r < e->world; r++) {
+        uint64_t shi = slo + e->shard_counts[r];
+        uint64_t a = lo > slo ? lo : slo, z = hi < shi ? hi : shi;
+        counts[r] = z > a ? (size_t)(z - a) : 0;
+        if (r < e->rank) before += counts[r];
+        slo = shi;
+    }
+    return before;
+}
+
 /* Start bucket b's reduction on the host copy at base. */
 static vkt_status post_bucket(vkt_engine *e, char *base, uint32_t b)
 {
@@ -121,14 +134,7 @@ static vkt_status post_bucket(vkt_engine *e, char *base, uint32_t b)
     /* ZeRO-2: each rank receives the sum of its part of the bucket. The
      * counts stay alive until the request is waited for. */
     size_t *counts = e->bucket_counts + (size_t)b * (size_t)e->world;
-    uint64_t slo = 0, mine = 0;
-    for (int r = 0; r < e->world; r++) {
-        uint64_t shi = slo + e->shard_counts[r];
-        uint64_t a = lo > slo ? lo : slo, z = hi < shi ? hi : shi;
-        counts[r] = z > a ? (size_t)(z - a) : 0;
-        if (r < e->rank) mine += counts[r];
-        slo = shi;
-    }
+    uint64_t mine = vkt__engine_split(e, lo, hi, counts);
     return vkt_comm_reduce_scatterv_async(e->comm, p, p + mine * es, counts, m->dtype,
                                           VKT_REDOP_SUM, &e->reqs[b]);
 }
