@@ -2,6 +2,7 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
@@ -170,4 +171,29 @@ int rank_fail(int rank, const char *file, int line, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "%s\n", msg);
     return 1;
+}
+
+double tv_input(int q, size_t j, vkt_dtype t)
+{
+    double v = (double)((int)((j * 7 + (size_t)q * 13) % 17) - 8);
+    if (t == VKT_DTYPE_I64) v += (double)((int64_t)q << 33);
+    return v;
+}
+
+double tv_expect(int n, size_t j, vkt_dtype t, vkt_redop op)
+{
+    double acc = tv_input(0, j, t);
+    for (int q = 1; q < n; q++) {
+        double v = tv_input(q, j, t);
+        acc = op == VKT_REDOP_MAX ? fmax(acc, v) : op == VKT_REDOP_MIN ? fmin(acc, v) : acc + v;
+    }
+    if (op != VKT_REDOP_AVG) return acc;
+    if (t == VKT_DTYPE_I32 || t == VKT_DTYPE_I64) return (double)((int64_t)acc / n);
+    return acc / n;
+}
+
+int tv_close(double got, double want, vkt_dtype t)
+{
+    static const double tol[] = {2e-6, 2e-3, 1e-2, 1e-12, 0, 0}; /* by vkt_dtype */
+    return fabs(got - want) <= tol[t] * fmax(1.0, fabs(want));
 }

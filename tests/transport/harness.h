@@ -39,4 +39,13 @@ int rank_fail(int rank, const char *file, int line, const char *fmt, ...)
 double tv_get(const void *p, size_t i, vkt_dtype t);
 void tv_set(void *p, size_t i, vkt_dtype t, double v);
 
+/* The collectives' reference data: rank q's input at element j (small
+ * integers, so sums are exact in every dtype: |sum| <= 8 * 8 < 256, exact
+ * even in bf16; i64 also exercises the high bits), the result of op over
+ * ranks 0..n-1 (integer division for an i32/i64 average), and whether a
+ * result is within the dtype's rounding of it. */
+double tv_input(int q, size_t j, vkt_dtype t);
+double tv_expect(int n, size_t j, vkt_dtype t, vkt_redop op);
+int tv_close(double got, double want, vkt_dtype t);
+
 #endif

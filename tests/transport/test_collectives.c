@@ -30,35 +30,6 @@ typedef struct group {
     vkt_comm_backend backend;
 } group;
 
-/* Closed-form input of rank q at element j: small integers, so sums are
- * exact in every dtype (|sum| <= 8 * 8 < 256, exact even in bf16). */
-static double input(int q, size_t j, vkt_dtype t)
-{
-    double v = (double)((int)((j * 7 + (size_t)q * 13) % 17) - 8);
-    if (t == VKT_DTYPE_I64) v += (double)((int64_t)q << 33); /* exercise high bits */
-    return v;
-}
-
-static double expect(int n, size_t j, vkt_dtype t, vkt_redop op)
-{
-    double acc = input(0, j, t);
-    for (int q = 1; q < n; q++) {
-        double v = input(q, j, t);
-        acc = op == VKT_REDOP_MAX ? fmax(acc, v) : op == VKT_REDOP_MIN ? fmin(acc, v) : acc + v;
-    }
-    if (op == VKT_REDOP_AVG) {
-        if (t == VKT_DTYPE_I32 || t == VKT_DTYPE_I64) return (double)((int64_t)acc / n);
-        return acc / n;
-    }
-    return acc;
-}
-
-static int close_enough(double got, double want, vkt_dtype t)
-{
-    static const double tol[] = {2e-6, 2e-3, 1e-2, 1e-12, 0, 0};
-    return fabs(got - want) <= tol[t] * fmax(1.0, fabs(want));
-}
-
 static size_t chunk_elems(vkt_dtype t) { return CHUNK / vkt_dtype_size(t); }
 
 static int check(int rank, const char *what, const void *buf, size_t off, size_t n,
@@ -66,7 +37,7 @@ static int check(int rank, const char *what, const void *buf, size_t off, size_t
 {
     for (size_t i = 0; i < n; i++) {
         double g = tv_get(buf, off + i, t), w = want(i, ctx);
-        if (!close_enough(g, w, t))
+        if (!tv_close(g, w, t))
             return RANK_FAIL(rank, "%s %s: element %zu is %.17g, expected %.17g", what,
                              vkt_dtype_name(t), i, g, w);
     }
@@ -83,13 +54,13 @@ typedef struct exp_ctx {
 static double want_reduced(size_t i, void *p)
 {
     exp_ctx *e = p;
-    return expect(e->n, e->base + i, e->t, e->op);
+    return tv_expect(e->n, e->base + i, e->t, e->op);
 }
 
 static double want_input(size_t i, void *p)
 {
     exp_ctx *e = p;
-    return input(e->q, e->base + i, e->t);
+    return tv_input(e->q, e->base + i, e->t);
 }
 
 /* ------------------------------------------------------------ the cases -- */
@@ -98,7 +69,7 @@ static int allreduce_case(vkt_comm *c, size_t count, vkt_dtype t, vkt_redop op, 
                           char *a, char *b)
 {
     int r = vkt_comm_rank(c), n = vkt_comm_size(c);
-    for (size_t j = 0; j < count; j++) tv_set(a, j, t, input(r, j, t));
+    for (size_t j = 0; j < count; j++) tv_set(a, j, t, tv_input(r, j, t));
     memset(b, 0xee, count * vkt_dtype_size(t));
     vkt_status st = vkt_comm_allreduce(c, a, inplace ? a : b, count, t, op);
     if (st != VKT_OK) return RANK_FAIL(r, "allreduce: %s", vkt_last_error());
@@ -114,7 +85,7 @@ static int reduce_scatter_case(vkt_comm *c, size_t rc, vkt_dtype t, vkt_redop op
 {
     int r = vkt_comm_rank(c), n = vkt_comm_size(c);
     size_t es = vkt_dtype_size(t);
-    for (size_t j = 0; j < rc * (size_t)n; j++) tv_set(a, j, t, input(r, j, t));
+    for (size_t j = 0; j < rc * (size_t)n; j++) tv_set(a, j, t, tv_input(r, j, t));
     char *out = inplace ? a + (size_t)r * rc * es : b;
     vkt_status st = vkt_comm_reduce_scatter(c, a, out, rc, t, op);
     if (st != VKT_OK) return RANK_FAIL(r, "reduce_scatter: %s", vkt_last_error());
@@ -130,7 +101,7 @@ static int allgather_case(vkt_comm *c, size_t sc, vkt_dtype t, int inplace, char
     size_t es = vkt_dtype_size(t);
     memset(b, 0xee, sc * (size_t)n * es);
     char *mine = inplace ? b + (size_t)r * sc * es : a;
-    for (size_t j = 0; j < sc; j++) tv_set(mine, j, t, input(r, j, t));
+    for (size_t j = 0; j < sc; j++) tv_set(mine, j, t, tv_input(r, j, t));
     vkt_status st = vkt_comm_allgather(c, mine, b, sc, t);
     if (st != VKT_OK) return RANK_FAIL(r, "allgather: %s", vkt_last_error());
     for (int q = 0; q < n && !bad; q++) {
@@ -143,7 +114,7 @@ static int allgather_case(vkt_comm *c, size_t sc, vkt_dtype t, int inplace, char
 static int broadcast_case(vkt_comm *c, size_t count, vkt_dtype t, int root, char *a)
 {
     int r = vkt_comm_rank(c), n = vkt_comm_size(c);
-    for (size_t j = 0; j < count; j++) tv_set(a, j, t, r == root ? input(root, j, t) : 99);
+    for (size_t j = 0; j < count; j++) tv_set(a, j, t, r == root ? tv_input(root, j, t) : 99);
     vkt_status st = vkt_comm_broadcast(c, a, count, t, root);
     if (st != VKT_OK) return RANK_FAIL(r, "broadcast: %s", vkt_last_error());
     exp_ctx e = {n, root, 0, t, 0};
@@ -154,7 +125,7 @@ static int reduce_case(vkt_comm *c, size_t count, vkt_dtype t, vkt_redop op, int
                        int inplace, char *a, char *b)
 {
     int r = vkt_comm_rank(c), n = vkt_comm_size(c);
-    for (size_t j = 0; j < count; j++) tv_set(a, j, t, input(r, j, t));
+    for (size_t j = 0; j < count; j++) tv_set(a, j, t, tv_input(r, j, t));
     memset(b, 0xee, count * vkt_dtype_size(t));
     /* Off the root the output is unused: pass NULL there when out of place. */
     char *out = inplace ? a : r == root ? b : NULL;
@@ -195,7 +166,7 @@ static int allgatherv_case(vkt_comm *c, int pattern, vkt_dtype t, int inplace, c
     size_t total = displ[n - 1] + counts[n - 1];
     memset(b, 0xee, total * es);
     char *mine = inplace ? b + displ[r] * es : a;
-    for (size_t j = 0; j < counts[r]; j++) tv_set(mine, j, t, input(r, j, t));
+    for (size_t j = 0; j < counts[r]; j++) tv_set(mine, j, t, tv_input(r, j, t));
     vkt_status st = vkt_comm_allgatherv(c, mine, b, counts, t);
     if (st != VKT_OK) return RANK_FAIL(r, "allgatherv: %s", vkt_last_error());
     for (int q = 0; q < n && !bad; q++) {
@@ -214,7 +185,7 @@ static int reduce_scatterv_case(vkt_comm *c, int pattern, vkt_dtype t, vkt_redop
     size_t es = vkt_dtype_size(t), counts[8], displ[8];
     v_counts(pattern, n, chunk_elems(t), counts, displ);
     size_t total = displ[n - 1] + counts[n - 1];
-    for (size_t j = 0; j < total; j++) tv_set(a, j, t, input(r, j, t));
+    for (size_t j = 0; j < total; j++) tv_set(a, j, t, tv_input(r, j, t));
     char *out = inplace ? a + displ[r] * es : b;
     vkt_status st = vkt_comm_reduce_scatterv(c, a, out, counts, t, op);
     if (st != VKT_OK) return RANK_FAIL(r, "reduce_scatterv: %s", vkt_last_error());
@@ -235,7 +206,7 @@ static int sendrecv_case(vkt_comm *c, size_t count, vkt_dtype t, char *a, char *
     for (int k = 1; k < n && !bad; k++) {
         int to = (r + k) % n, from = (r - k + n) % n, g = n, h = k;
         while (h) { int tmp = g % h; g = h; h = tmp; } /* g = gcd(n, k) */
-        for (size_t j = 0; j < count; j++) tv_set(a, j, t, input(r * 8 + k, j, t));
+        for (size_t j = 0; j < count; j++) tv_set(a, j, t, tv_input(r * 8 + k, j, t));
         memset(b, 0xee, count * vkt_dtype_size(t));
         vkt_status st;
         if (k % 2) {
@@ -274,8 +245,8 @@ static int async_v_case(vkt_comm *c, char *a, char *b, char *d)
     v_counts(2, n, chunk_elems(t), counts, displ);
     size_t total = displ[n - 1] + counts[n - 1];
     char *ag_out = b + total * 4, *red_in = d, *red_out = d + cnt * 4;
-    for (size_t j = 0; j < total; j++) tv_set(a, j, t, input(r, j, t));
-    for (size_t j = 0; j < cnt; j++) tv_set(red_in, j, t, input(r, j, t));
+    for (size_t j = 0; j < total; j++) tv_set(a, j, t, tv_input(r, j, t));
+    for (size_t j = 0; j < cnt; j++) tv_set(red_in, j, t, tv_input(r, j, t));
     vkt_comm_req *q1 = NULL, *q2 = NULL, *q3 = NULL;
     if (vkt_comm_reduce_async(c, red_in, red_out, cnt, t, VKT_REDOP_MAX, n - 1, &q1) ||
         vkt_comm_allgatherv_async(c, a, ag_out, counts, t, &q2) ||
@@ -306,11 +277,11 @@ static int async_case(vkt_comm *c, char *a, char *b, char *d)
     int r = vkt_comm_rank(c), n = vkt_comm_size(c), bad = 0, done = 0;
     size_t cnt = 3 * CHUNK + 5;
     for (size_t j = 0; j < cnt; j++) {
-        tv_set(a, j, VKT_DTYPE_F32, input(r, j, VKT_DTYPE_F32));
-        tv_set(b, j, VKT_DTYPE_I32, input(r, j, VKT_DTYPE_I32));
+        tv_set(a, j, VKT_DTYPE_F32, tv_input(r, j, VKT_DTYPE_F32));
+        tv_set(b, j, VKT_DTYPE_I32, tv_input(r, j, VKT_DTYPE_I32));
     }
     for (size_t j = 0; j < 9; j++)
-        tv_set(d, (size_t)r * 9 + j, VKT_DTYPE_F64, input(r, j, VKT_DTYPE_F64));
+        tv_set(d, (size_t)r * 9 + j, VKT_DTYPE_F64, tv_input(r, j, VKT_DTYPE_F64));
     vkt_comm_req *q1 = NULL, *q2 = NULL, *q3 = NULL;
     if (vkt_comm_allreduce_async(c, a, a, cnt, VKT_DTYPE_F32, VKT_REDOP_SUM, &q1) ||
         vkt_comm_allreduce_async(c, b, b, cnt, VKT_DTYPE_I32, VKT_REDOP_MAX, &q2) ||

@@ -43,33 +43,6 @@ typedef struct pair {
 static const vkt_dtype gloo_types[] = {VKT_DTYPE_F32, VKT_DTYPE_F16, VKT_DTYPE_F64,
                                        VKT_DTYPE_I32, VKT_DTYPE_I64};
 
-/* Closed-form input of rank q at element j: small integers, so sums are
- * exact in every dtype. */
-static double input(int q, size_t j, vkt_dtype t)
-{
-    double v = (double)((int)((j * 7 + (size_t)q * 13) % 17) - 8);
-    if (t == VKT_DTYPE_I64) v += (double)((int64_t)q << 33);
-    return v;
-}
-
-static double expect(int n, size_t j, vkt_dtype t, vkt_redop op)
-{
-    double acc = input(0, j, t);
-    for (int q = 1; q < n; q++) {
-        double v = input(q, j, t);
-        acc = op == VKT_REDOP_MAX ? fmax(acc, v) : op == VKT_REDOP_MIN ? fmin(acc, v) : acc + v;
-    }
-    if (op != VKT_REDOP_AVG) return acc;
-    if (t == VKT_DTYPE_I32 || t == VKT_DTYPE_I64) return (double)((int64_t)acc / n);
-    return acc / n;
-}
-
-static int close_enough(double got, double want, vkt_dtype t)
-{
-    static const double tol[] = {2e-6, 2e-3, 1e-2, 1e-12, 0, 0};
-    return fabs(got - want) <= tol[t] * fmax(1.0, fabs(want));
-}
-
 /* n elements of Gloo's and tcp's outputs from element off, against
  * want(base + i) and against each other. */
 static int check_both(const pair *p, const char *what, size_t off, size_t base, size_t n,
@@ -78,7 +51,7 @@ static int check_both(const pair *p, const char *what, size_t off, size_t base, 
     for (size_t i = 0; i < n; i++) {
         double g = tv_get(p->g, off + i, t), c = tv_get(p->t, off + i, t);
         double w = want(p, base + i, t, arg);
-        if (!close_enough(g, w, t) || !close_enough(c, w, t) || !close_enough(g, c, t))
+        if (!tv_close(g, w, t) || !tv_close(c, w, t) || !tv_close(g, c, t))
             return RANK_FAIL(p->rank, "%s %s: element %zu: gloo %.17g, tcp %.17g, expected "
                              "%.17g", what, vkt_dtype_name(t), off + i, g, c, w);
     }
@@ -87,18 +60,18 @@ static int check_both(const pair *p, const char *what, size_t off, size_t base, 
 
 static double want_reduced(const pair *p, size_t j, vkt_dtype t, int op)
 {
-    return expect(p->n, j, t, (vkt_redop)op);
+    return tv_expect(p->n, j, t, (vkt_redop)op);
 }
 
 static double want_gathered(const pair *p, size_t j, vkt_dtype t, int count)
 {
-    return input((int)(j / (size_t)count), j % (size_t)count, t);
+    return tv_input((int)(j / (size_t)count), j % (size_t)count, t);
 }
 
 static double want_root(const pair *p, size_t j, vkt_dtype t, int root)
 {
     (void)p;
-    return input(root, j, t);
+    return tv_input(root, j, t);
 }
 
 static int failed(const pair *p, const char *backend, const char *what, vkt_status st)
@@ -113,7 +86,7 @@ static int failed(const pair *p, const char *backend, const char *what, vkt_stat
 static int allreduce_case(pair *p, size_t count, vkt_dtype t, vkt_redop op, int flip)
 {
     size_t bytes = count * vkt_dtype_size(t);
-    for (size_t j = 0; j < count; j++) tv_set(p->a, j, t, input(p->rank, j, t));
+    for (size_t j = 0; j < count; j++) tv_set(p->a, j, t, tv_input(p->rank, j, t));
     memcpy(flip ? p->g : p->t, p->a, bytes);
     vkt_status st = vkt_comm_allreduce(p->gloo, flip ? p->g : p->a, p->g, count, t, op);
     if (st != VKT_OK) return failed(p, "gloo", "allreduce", st);
@@ -126,7 +99,7 @@ static int allreduce_case(pair *p, size_t count, vkt_dtype t, vkt_redop op, int 
 
 static int reduce_scatter_case(pair *p, size_t rc, vkt_dtype t, vkt_redop op)
 {
-    for (size_t j = 0; j < rc * (size_t)p->n; j++) tv_set(p->a, j, t, input(p->rank, j, t));
+    for (size_t j = 0; j < rc * (size_t)p->n; j++) tv_set(p->a, j, t, tv_input(p->rank, j, t));
     vkt_status st = vkt_comm_reduce_scatter(p->gloo, p->a, p->g, rc, t, op);
     if (st != VKT_OK) return failed(p, "gloo", "reduce_scatter", st);
     st = vkt_comm_reduce_scatter(p->tcp, p->a, p->t, rc, t, op);
@@ -141,7 +114,7 @@ static int allgather_case(pair *p, size_t sc, vkt_dtype t, int inplace)
 {
     size_t es = vkt_dtype_size(t);
     char *mine = p->g + (size_t)p->rank * sc * es;
-    for (size_t j = 0; j < sc; j++) tv_set(p->a, j, t, input(p->rank, j, t));
+    for (size_t j = 0; j < sc; j++) tv_set(p->a, j, t, tv_input(p->rank, j, t));
     memset(p->g, 0xee, sc * (size_t)p->n * es);
     if (inplace) memcpy(mine, p->a, sc * es);
     vkt_status st = vkt_comm_allgather(p->gloo, inplace ? mine : p->a, p->g, sc, t);
@@ -154,8 +127,8 @@ static int allgather_case(pair *p, size_t sc, vkt_dtype t, int inplace)
 static int broadcast_case(pair *p, size_t count, vkt_dtype t, int root)
 {
     for (size_t j = 0; j < count; j++) {
-        tv_set(p->g, j, t, p->rank == root ? input(root, j, t) : 99);
-        tv_set(p->t, j, t, p->rank == root ? input(root, j, t) : 98);
+        tv_set(p->g, j, t, p->rank == root ? tv_input(root, j, t) : 99);
+        tv_set(p->t, j, t, p->rank == root ? tv_input(root, j, t) : 98);
     }
     vkt_status st = vkt_comm_broadcast(p->gloo, p->g, count, t, root);
     if (st != VKT_OK) return failed(p, "gloo", "broadcast", st);
@@ -167,11 +140,11 @@ static int broadcast_case(pair *p, size_t count, vkt_dtype t, int root)
 /* Out of place everywhere; NULL output off the root on tcp, Gloo gets one. */
 static int reduce_case(pair *p, size_t count, vkt_dtype t, vkt_redop op, int root)
 {
-    for (size_t j = 0; j < count; j++) tv_set(p->a, j, t, input(p->rank, j, t));
+    for (size_t j = 0; j < count; j++) tv_set(p->a, j, t, tv_input(p->rank, j, t));
     vkt_status st = vkt_comm_reduce(p->gloo, p->a, p->g, count, t, op, root);
     if (st != VKT_OK) return failed(p, "gloo", "reduce", st);
     for (size_t j = 0; j < count; j++) /* sendbuf is const: Gloo must not write it */
-        if (tv_get(p->a, j, t) != input(p->rank, j, t))
+        if (tv_get(p->a, j, t) != tv_input(p->rank, j, t))
             return RANK_FAIL(p->rank, "gloo reduce wrote its input at %zu", j);
     st = vkt_comm_reduce(p->tcp, p->a, p->rank == root ? p->t : NULL, count, t, op, root);
     if (st != VKT_OK) return failed(p, "tcp", "reduce", st);
@@ -198,13 +171,13 @@ static size_t v_counts(const pair *p, int pattern, size_t big, size_t *counts, s
 static double want_block(const pair *p, size_t j, vkt_dtype t, int q)
 {
     (void)p;
-    return input(q, j, t);
+    return tv_input(q, j, t);
 }
 
 static int allgatherv_case(pair *p, int pattern, size_t big, vkt_dtype t)
 {
     size_t counts[8], displ[8], es = vkt_dtype_size(t), total = v_counts(p, pattern, big, counts, displ);
-    for (size_t j = 0; j < counts[p->rank]; j++) tv_set(p->a, j, t, input(p->rank, j, t));
+    for (size_t j = 0; j < counts[p->rank]; j++) tv_set(p->a, j, t, tv_input(p->rank, j, t));
     memset(p->g, 0xee, total * es);
     memset(p->t, 0xdd, total * es);
     vkt_status st = vkt_comm_allgatherv(p->gloo, p->a, p->g, counts, t);
@@ -220,7 +193,7 @@ static int allgatherv_case(pair *p, int pattern, size_t big, vkt_dtype t)
 static int reduce_scatterv_case(pair *p, int pattern, size_t big, vkt_dtype t, vkt_redop op)
 {
     size_t counts[8], displ[8], total = v_counts(p, pattern, big, counts, displ);
-    for (size_t j = 0; j < total; j++) tv_set(p->a, j, t, input(p->rank, j, t));
+    for (size_t j = 0; j < total; j++) tv_set(p->a, j, t, tv_input(p->rank, j, t));
     vkt_status st = vkt_comm_reduce_scatterv(p->gloo, p->a, p->g, counts, t, op);
     if (st != VKT_OK) return failed(p, "gloo", "reduce_scatterv", st);
     st = vkt_comm_reduce_scatterv(p->tcp, p->a, p->t, counts, t, op);
@@ -235,7 +208,7 @@ static int reduce_scatterv_case(pair *p, int pattern, size_t big, vkt_dtype t, v
 static int sendrecv_case(pair *p, size_t count, vkt_dtype t)
 {
     int to = (p->rank + 1) % p->n, from = (p->rank + p->n - 1) % p->n;
-    for (size_t j = 0; j < count; j++) tv_set(p->a, j, t, input(p->rank, j, t));
+    for (size_t j = 0; j < count; j++) tv_set(p->a, j, t, tv_input(p->rank, j, t));
     vkt_comm *cs[2] = {p->gloo, p->tcp};
     char *out[2] = {p->g, p->t};
     for (int i = 0; i < 2; i++) {
@@ -265,17 +238,17 @@ static int async_case(pair *p)
 {
     size_t cnt = SEGMENT / 4 + 3;
     vkt_comm_req *q1 = NULL, *q2 = NULL;
-    for (size_t j = 0; j < cnt; j++) tv_set(p->g, j, VKT_DTYPE_F32, input(p->rank, j, 0));
-    for (size_t j = 0; j < 9; j++) tv_set(p->t, j, VKT_DTYPE_I64, input(p->rank, j, 5));
+    for (size_t j = 0; j < cnt; j++) tv_set(p->g, j, VKT_DTYPE_F32, tv_input(p->rank, j, 0));
+    for (size_t j = 0; j < 9; j++) tv_set(p->t, j, VKT_DTYPE_I64, tv_input(p->rank, j, 5));
     if (vkt_comm_allreduce_async(p->gloo, p->g, p->g, cnt, VKT_DTYPE_F32, VKT_REDOP_SUM, &q1) ||
         vkt_comm_allreduce_async(p->gloo, p->t, p->t, 9, VKT_DTYPE_I64, VKT_REDOP_MIN, &q2) ||
         vkt_comm_wait(q2) || vkt_comm_wait(q1))
         return RANK_FAIL(p->rank, "gloo async: %s", vkt_last_error());
     for (size_t j = 0; j < cnt; j++)
-        if (!close_enough(tv_get(p->g, j, 0), expect(p->n, j, 0, VKT_REDOP_SUM), 0))
+        if (!tv_close(tv_get(p->g, j, 0), tv_expect(p->n, j, 0, VKT_REDOP_SUM), 0))
             return RANK_FAIL(p->rank, "gloo async allreduce 1: element %zu wrong", j);
     for (size_t j = 0; j < 9; j++)
-        if (tv_get(p->t, j, 5) != expect(p->n, j, 5, VKT_REDOP_MIN))
+        if (tv_get(p->t, j, 5) != tv_expect(p->n, j, 5, VKT_REDOP_MIN))
             return RANK_FAIL(p->rank, "gloo async allreduce 2: element %zu wrong", j);
     return 0;
 }

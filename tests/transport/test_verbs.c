@@ -71,37 +71,13 @@ static uint64_t sent_all(void) { return sent_bytes(devices[0]) + sent_bytes(devi
 
 /* ----------------------------------------------------------- reference -- */
 
-static double input(int q, size_t j, vkt_dtype t)
-{
-    double v = (double)((int)((j * 7 + (size_t)q * 13) % 17) - 8);
-    if (t == VKT_DTYPE_I64) v += (double)((int64_t)q << 33);
-    return v;
-}
-
-static double expect(int n, size_t j, vkt_dtype t, vkt_redop op)
-{
-    double acc = input(0, j, t);
-    for (int q = 1; q < n; q++) {
-        double v = input(q, j, t);
-        acc = op == VKT_REDOP_MAX ? fmax(acc, v) : op == VKT_REDOP_MIN ? fmin(acc, v) : acc + v;
-    }
-    if (op == VKT_REDOP_AVG) return t == VKT_DTYPE_I64 ? (double)((int64_t)acc / n) : acc / n;
-    return acc;
-}
-
-static int close_enough(double got, double want, vkt_dtype t)
-{
-    double tol = t == VKT_DTYPE_F32 ? 2e-6 : t == VKT_DTYPE_F16 ? 2e-3 : 0;
-    return fabs(got - want) <= tol * fmax(1.0, fabs(want));
-}
-
 static int check(int rank, const char *what, const void *buf, size_t off, size_t n,
                  vkt_dtype t, int nr, int q, vkt_redop op, int reduced, size_t base)
 {
     for (size_t i = 0; i < n; i++) {
         double g = tv_get(buf, off + i, t);
-        double w = reduced ? expect(nr, base + i, t, op) : input(q, base + i, t);
-        if (!close_enough(g, w, t))
+        double w = reduced ? tv_expect(nr, base + i, t, op) : tv_input(q, base + i, t);
+        if (!tv_close(g, w, t))
             return RANK_FAIL(rank, "%s %s count %zu: element %zu is %.17g, expected %.17g",
                              what, vkt_dtype_name(t), n, i, g, w);
     }
@@ -132,7 +108,7 @@ static int run_sizes(vkt_comm *c, const dcase *dc, char *a, char *b)
         if (cnt == BIG / es && t != VKT_DTYPE_F32) continue; /* the big one once */
         /* all-reduce, out of place then in place */
         for (int inplace = 0; inplace < 2 && !bad; inplace++) {
-            for (size_t j = 0; j < cnt; j++) tv_set(a, j, t, input(r, j, t));
+            for (size_t j = 0; j < cnt; j++) tv_set(a, j, t, tv_input(r, j, t));
             memset(b, 0xee, cnt * es);
             if (vkt_comm_allreduce(c, a, inplace ? a : b, cnt, t, dc->op) != VKT_OK)
                 return RANK_FAIL(r, "allreduce: %s", vkt_last_error());
@@ -140,12 +116,12 @@ static int run_sizes(vkt_comm *c, const dcase *dc, char *a, char *b)
         }
         /* reduce-scatter: cnt elements per rank */
         size_t rc = cnt / (size_t)n ? cnt / (size_t)n : cnt;
-        for (size_t j = 0; j < rc * (size_t)n && !bad; j++) tv_set(a, j, t, input(r, j, t));
+        for (size_t j = 0; j < rc * (size_t)n && !bad; j++) tv_set(a, j, t, tv_input(r, j, t));
         if (!bad && vkt_comm_reduce_scatter(c, a, b, rc, t, dc->op) != VKT_OK)
             return RANK_FAIL(r, "reduce_scatter: %s", vkt_last_error());
         if (!bad) bad = check(r, "reduce_scatter", b, 0, rc, t, n, r, dc->op, 1, (size_t)r * rc);
         /* all-gather: rc elements from each rank */
-        for (size_t j = 0; j < rc && !bad; j++) tv_set(a, j, t, input(r, j, t));
+        for (size_t j = 0; j < rc && !bad; j++) tv_set(a, j, t, tv_input(r, j, t));
         if (!bad && vkt_comm_allgather(c, a, b, rc, t) != VKT_OK)
             return RANK_FAIL(r, "allgather: %s", vkt_last_error());
         for (int q = 0; q < n && !bad; q++)
@@ -153,7 +129,7 @@ static int run_sizes(vkt_comm *c, const dcase *dc, char *a, char *b)
         /* broadcast from the last rank */
         int root = n - 1;
         for (size_t j = 0; j < cnt && !bad; j++)
-            tv_set(a, j, t, r == root ? input(root, j, t) : 99);
+            tv_set(a, j, t, r == root ? tv_input(root, j, t) : 99);
         if (!bad && vkt_comm_broadcast(c, a, cnt, t, root) != VKT_OK)
             return RANK_FAIL(r, "broadcast: %s", vkt_last_error());
         if (!bad) bad = check(r, "broadcast", a, 0, cnt, t, n, root, dc->op, 0, 0);
