@@ -267,11 +267,9 @@ static vkt_status backward_slots(vkt_engine *e)
     uint64_t gbase = e->gather_base;
     e->sync_started = true;
     vkt_status st = VKT_OK;
-    if (e->gather) { /* records the backward first: its plan says what to gather */
+    if (e->gather) { /* the backward's plan was made with the forward's recording */
         e->gather_base += e->nbuckets + (uint64_t)m->g.nn + 1;
-        if (m->rec_denominator != m->cur_denominator || m->rec_loss_scale != m->loss_scale)
-            st = vkt__nn_record_backward(m, m->cur_denominator);
-        if (st == VKT_OK) st = vkt__engine_gathers_post(e, m->bgath, m->nbgath, 0);
+        st = vkt__engine_gathers_post(e, m->bgath, m->nbgath, 0);
     }
     if (st == VKT_OK)
         st = vkt__nn_backward_submit(m, e->timeline, base, e->slot_tl, e->slot_base, e->gather_tl,
