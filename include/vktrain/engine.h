@@ -33,11 +33,16 @@
  *     the rest of the backward runs (on devices whose memory the host can
  *     map: integrated GPUs, lavapipe; a discrete GPU's gradients are still
  *     downloaded after the whole backward, without overlap);
- *   - ZeRO stages 1 and 2: each rank owns 1/world of the flat parameter
- *     buffer; it keeps optimizer state (and, for f16/bf16 models, the fp32
- *     master weights) for that part only and updates it, then the updated
- *     parameters are all-gathered. Stage 2 (world > 1) also keeps only its
- *     shard of the gradients: buckets then hold whole parameters, the
+ *   - ZeRO stages 1 and 2 (DeepSpeed's layout): at world > 1 the flat
+ *     buffer is laid out again in buckets of whole parameters (up to
+ *     reduce_bucket_size elements), each padded to a multiple of world x 64
+ *     elements, and rank r owns the r-th 1/world of every bucket, so every
+ *     reduce-scatter and all-gather has equal counts and every rank's shard
+ *     the same length (vkt_model_param_info's offsets change accordingly).
+ *     A rank keeps optimizer state (and, for f16/bf16 models, the fp32
+ *     master weights) for its shard only and updates it, then the updated
+ *     parameters are all-gathered bucket by bucket. Stage 2 also keeps
+ *     only its shard of the gradients: the
  *     backward of every micro-batch writes each bucket into one of a few
  *     slots (a bucket's slot is reused two segments after it was final, so
  *     each reduce-scatter overlaps one segment; the GPT's tied wte holds

@@ -156,23 +156,16 @@ static vkt_status check_whole_params(const vkt_model *m)
     return st;
 }
 
-vkt_status vkt__nn_set_grad_slots(vkt_model *m, uint64_t lo, uint64_t hi)
+vkt_status vkt__nn_set_grad_slots(vkt_model *m)
 {
-    VKT_FAIL_IF(lo > hi || hi > m->padded, VKT_ERR_INVALID_ARG,
-                "model: gradient shard [%llu, %llu) is not inside the flat buffer of %llu",
-                (unsigned long long)lo, (unsigned long long)hi, (unsigned long long)m->padded);
-    VKT_FAIL_IF(lo < hi && (m->shard_lo < lo || m->shard_hi > hi), VKT_ERR_INVALID_USAGE,
-                "model: the optimizer's shard [%llu, %llu) is outside the gradient shard",
-                (unsigned long long)m->shard_lo, (unsigned long long)m->shard_hi);
     VKT_CHECK(check_whole_params(m));
     VKT_CHECK(vkt_model_backward_wait(m));
-    uint64_t len = hi - lo, es = vkt_dtype_size(m->dtype);
     vkt_buffer *g = NULL;
-    VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, (len ? len : 64) * es, &g));
+    VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, m->shard_len * vkt_dtype_size(m->dtype),
+                                &g));
     vkt_buffer_destroy(m->grads);
     m->grads = g;
-    m->grad_lo = lo;
-    m->grad_len = len;
+    m->grads_packed = true;
     m->slot_mode = true;
     /* everything that binds the gradient buffer is recorded again */
     m->rec_denominator = 0;

@@ -188,43 +188,26 @@ void vkt__nn_gather_enter(vkt_model *m, const nn_gather *g, uint32_t n, uint32_t
         if (g[i].first == seg) m->cur_gslot[g[i].group] = g[i].slot;
 }
 
-vkt_status vkt__nn_set_gather_mode(vkt_model *m, uint64_t lo, uint64_t hi)
+vkt_status vkt__nn_set_gather_mode(vkt_model *m)
 {
     VKT_FAIL_IF(!m->slot_mode, VKT_ERR_INVALID_USAGE,
                 "model: partitioned parameters (ZeRO-3) need gradient slots first");
-    VKT_FAIL_IF(lo > hi || (lo < hi && (lo < m->master_lo || hi > m->master_lo + m->master_len)),
-                VKT_ERR_INVALID_ARG,
-                "model: parameter shard [%llu, %llu) is not inside the weights this rank holds",
-                (unsigned long long)lo, (unsigned long long)hi);
+    VKT_FAIL_IF(m->copy_packed, VKT_ERR_INVALID_USAGE,
+                "model: the parameters are partitioned already");
     VKT_CHECK(vkt_model_backward_wait(m));
     bool f32 = m->copy == m->master;
-    uint64_t n = hi - lo, es = f32 ? 4 : vkt_dtype_size(m->dtype), bytes = (n ? n : 64) * es;
-    /* The engine sends from the shard: host-visible memory, as the slots.
-     * A rank may own nothing of a small model: then a stand-in. */
+    /* The engine sends from the shard: host-visible memory, as the slots. */
     vkt_buffer *c = NULL;
-    VKT_CHECK(vkt__nn_host_visible(m, bytes, &c));
-    void *tmp = vkt_malloc(bytes);
-    vkt_status st = tmp ? VKT_OK : VKT_ERROR(VKT_ERR_NOMEM, "model: out of host memory");
-    if (st == VKT_OK && n)
-        st = f32 ? vkt_buffer_download(m->master, (lo - m->master_lo) * 4, tmp, n * 4)
-                 : vkt_buffer_download(m->copy, (lo - m->copy_lo) * es, tmp, n * es);
-    if (st == VKT_OK && n) st = vkt_buffer_upload(c, 0, tmp, n * es);
-    vkt_free(tmp);
-    if (st != VKT_OK) {
-        vkt_buffer_destroy(c);
-        return st;
-    }
+    VKT_CHECK(vkt__nn_pack(m, m->copy, f32 ? 4 : vkt_dtype_size(m->dtype), true, &c));
     if (f32) {
         vkt_buffer_destroy(m->master);
         m->master = c;
-        m->master_lo = lo;
-        m->master_len = n;
+        m->master_packed = true;
     } else {
         vkt_buffer_destroy(m->copy);
     }
     m->copy = c;
-    m->copy_lo = lo;
-    m->copy_len = n;
+    m->copy_packed = true;
     m->gather_mode = true;
     /* every recording that binds parameters is made again */
     m->batch = 0;

@@ -41,6 +41,7 @@ void vkt_model_destroy(vkt_model *m)
     vkt__ops_destroy(m->ops);
     vkt_free(m->param_ids);
     vkt_free(m->param_names);
+    vkt_free(m->pieces);
     vkt_free(m);
 }
 
@@ -277,10 +278,11 @@ void vkt_model_memory_report(const vkt_model *m, vkt_model_memory *out)
     }
     uint64_t es = vkt_dtype_size(m->dtype);
     *out = (vkt_model_memory){
-        .params = m->master_len * 4 + (m->copy != m->master ? m->copy_len * es : 0) +
+        .params = vkt__nn_len(m, m->master_packed) * 4 +
+                  (m->copy != m->master ? vkt__nn_len(m, m->copy_packed) * es : 0) +
                   m->gslot_len * es,
-        .grads = (m->grad_len + m->slot_len) * es,
-        .optimizer = ((m->opt_m ? 1 : 0) + (m->opt_v ? 1 : 0)) * (m->shard_hi - m->shard_lo) * 4,
+        .grads = (vkt__nn_len(m, m->grads_packed) + m->slot_len) * es,
+        .optimizer = ((m->opt_m ? 1 : 0) + (m->opt_v ? 1 : 0)) * m->shard_len * 4,
         .activations_planned = m->arena_bytes,
         .activations_naive = m->arena_naive,
     };

@@ -88,6 +88,19 @@ vkt_status vkt__nn_plan(nn_graph *g, uint64_t align, uint64_t window, uint64_t *
                         uint64_t *naive);
 
 /* ---- the model ---- */
+/* One piece of a rank's shard: flat elements [flat, flat + count), kept at
+ * [local, local + count) of the buffers that hold the shard only. */
+typedef struct nn_piece {
+    uint64_t flat, local, count;
+} nn_piece;
+
+/* Where flat element `at` of piece p lives in a buffer that holds the shard
+ * only (packed) or every element. */
+static inline uint64_t vkt__nn_at(const nn_piece *p, bool packed, uint64_t at)
+{
+    return packed ? p->local + (at - p->flat) : at;
+}
+
 struct vkt_model {
     vkt_device *dev;
     vkt_ops *ops;
@@ -104,15 +117,21 @@ struct vkt_model {
     char (*param_names)[48]; /* copies that stay put while the graph grows */
     uint32_t nparams;
     uint64_t numel, padded; /* real and padded element counts */
-    /* The optimizer updates (and Σg² covers) [shard_lo, shard_hi) of the
-     * flat buffers; its state holds that range only. Whole by default;
-     * ZeRO gives each rank its part (vkt__nn_set_shard). */
-    uint64_t shard_lo, shard_hi;
+    /* This rank's shard: the optimizer updates (and Σg² covers) these
+     * pieces of the flat buffers, and its state holds them packed (piece k
+     * at pieces[k].local; shard_len elements in all). One piece, the whole
+     * buffer, by default; under ZeRO one piece per bucket, this rank's
+     * 1/world of it (vkt__nn_set_shard). */
+    nn_piece *pieces;
+    uint32_t npieces;
+    uint64_t shard_len;
     vkt_buffer *master, *copy, *grads; /* copy == master for f32 */
-    /* master holds flat elements [master_lo, master_lo + master_len): all
-     * of them, or for an f16/bf16 model under ZeRO only this rank's shard
-     * (the compute copy stays whole). */
-    uint64_t master_lo, master_len;
+    /* The flat buffers that hold only the shard, packed as the optimizer
+     * state: the fp32 master weights of an f16/bf16 model under ZeRO, the
+     * gradients in slot mode (ZeRO-2), the compute copy in gather mode
+     * (ZeRO-3; for f32 models the master too, which is the copy). The
+     * others hold every flat element. */
+    bool master_packed, grads_packed, copy_packed;
     vkt_buffer *opt_m, *opt_v, *hyper;
     vkt_optim_opts opt;  /* what opt_stream was recorded with (lr aside) */
     bool opt_recorded;   /* opt_stream holds a complete recording of opt */
@@ -135,11 +154,9 @@ struct vkt_model {
     /* Gradient slots (ZeRO-2, vkt__nn_set_grad_slots): the backward writes
      * each bucket's gradients into one of nslots slot buffers (at its offset
      * minus the bucket's start) instead of a whole-size buffer, and grads
-     * holds only flat elements [grad_lo, grad_lo + grad_len): the owner's
-     * shard, into which the engine accumulates the reduce-scattered slots.
-     * Without slots grad_lo = 0 and grad_len = padded. */
+     * holds only this rank's shard (grads_packed), into which the engine
+     * accumulates the reduce-scattered slots. */
     bool slot_mode;
-    uint64_t grad_lo, grad_len;
     vkt_buffer **slots;
     uint32_t nslots, cap_slots;
     uint64_t slot_len;            /* elements of all slots (each: its longest bucket) */
@@ -149,17 +166,15 @@ struct vkt_model {
      * segment, then bucket) must have happened before it may start, because
      * it reuses a slot; 0: none. */
     uint32_t *seg_wait;
-    /* ZeRO-3 (vkt__nn_set_gather_mode): the compute copy holds only flat
-     * elements [copy_lo, copy_lo + copy_len), this rank's shard (for f32
-     * models the master weights, which are the copy, too). Parameters reach
+    /* ZeRO-3 (vkt__nn_set_gather_mode): the compute copy holds only this
+     * rank's shard (copy_packed; for f32 models the master weights, which
+     * are the copy, too). Parameters reach
      * the kernels through gather slots: the forward and the backward are
      * cut into segments, and each bucket ("group") a segment reads is
      * gathered by the engine into a gather slot before the segment starts
      * (nn_gather: one such residence; fgath for the forward's segments,
-     * bgath for the backward's). Without gather mode copy_lo = 0 and
-     * copy_len = padded. */
+     * bgath for the backward's). */
     bool gather_mode;
-    uint64_t copy_lo, copy_len;
     vkt_buffer **gslots;
     uint32_t ngslots, cap_gslots;
     uint64_t gslot_len;           /* elements of all gather slots */
@@ -236,18 +251,39 @@ void vkt__nn_dense_padded(const vkt_model *m, float *dense, float *pad, bool to_
 /* step.c: create the optimizer's state (zeroed) for opts if missing, so a
  * checkpoint can fill it before the first step. */
 vkt_status vkt__nn_optim_prepare(vkt_model *m, const vkt_optim_opts *o);
-/* step.c: the range this rank's optimizer owns; before the first step.
- * With shard_master (f16/bf16 models only), the fp32 master weights shrink
- * to that range too. */
-vkt_status vkt__nn_set_shard(vkt_model *m, uint64_t lo, uint64_t hi, bool shard_master);
+/* step.c: the pieces of the flat buffers this rank's optimizer owns (n
+ * pieces of flat ranges {flat, count}, increasing, disjoint; local is
+ * computed); before the first step. With shard_master (f16/bf16 models
+ * only) the fp32 master weights shrink to the shard too. */
+vkt_status vkt__nn_set_shard(vkt_model *m, uint32_t n, const nn_piece *pieces,
+                             bool shard_master);
+/* step.c: a buffer (host-visible where asked) of shard_len elements of es
+ * bytes holding the shard's pieces of `whole`, which holds every flat
+ * element. */
+vkt_status vkt__nn_pack(vkt_model *m, vkt_buffer *whole, uint64_t es, bool host_visible,
+                        vkt_buffer **out);
+/* Elements of a flat buffer that holds the shard only (packed) or all. */
+static inline uint64_t vkt__nn_len(const vkt_model *m, bool packed)
+{
+    return packed ? m->shard_len : m->padded;
+}
+/* params.c: lay the parameters out again in nb buckets: bucket k holds
+ * parameters first[k] .. first[k + 1] - 1 (state_dict order; first[0] = 0),
+ * starts where bucket k - 1 ends and is padded to a multiple of unit
+ * elements (a multiple of 64), so that each of unit / 64 ranks can own an
+ * equal, aligned part of it. The weights move with their parameters, the
+ * gradients are zeroed, the buckets and every recording are dropped.
+ * ends[k] gets bucket k's end. Before any sharding or optimizer step. */
+vkt_status vkt__nn_relayout(vkt_model *m, uint32_t nb, const uint32_t *first, uint64_t unit,
+                            uint64_t *ends);
 
 /* buckets.c: where backward segments end (seg_end[node], one per node) and
  * which segment finalises each bucket (sets m->nseg, m->bucket_seg). */
 vkt_status vkt__nn_plan_segments(vkt_model *m, bool *seg_end);
 /* buckets.c: gradient slots. Every bucket must hold whole parameters; the
- * gradient buffer shrinks to [lo, hi) (the engine's shard). Before the
+ * gradient buffer shrinks to the shard (vkt__nn_set_shard). Before the
  * first backward; the slots are made when the backward is recorded. */
-vkt_status vkt__nn_set_grad_slots(vkt_model *m, uint64_t lo, uint64_t hi);
+vkt_status vkt__nn_set_grad_slots(vkt_model *m);
 /* buckets.c: after planning segments, give each bucket a slot (a slot is
  * reused only by a bucket whose first segment comes at least two segments
  * after its previous bucket was finalised, so one segment overlaps the
@@ -255,9 +291,10 @@ vkt_status vkt__nn_set_grad_slots(vkt_model *m, uint64_t lo, uint64_t hi);
 vkt_status vkt__nn_assign_slots(vkt_model *m);
 /* buckets.c: the bucket holding flat element at (slot mode). */
 uint32_t vkt__nn_bucket_of(const vkt_model *m, uint64_t at);
-/* gather.c (ZeRO-3): shrink the compute copy to [lo, hi) (buckets of whole
- * parameters must be set); every recording binds gather slots from then. */
-vkt_status vkt__nn_set_gather_mode(vkt_model *m, uint64_t lo, uint64_t hi);
+/* gather.c (ZeRO-3): shrink the compute copy to the shard (buckets of whole
+ * parameters and gradient slots must be set); every recording binds gather
+ * slots from then. */
+vkt_status vkt__nn_set_gather_mode(vkt_model *m);
 /* gather.c: plan both passes (forward and backward segments, the groups
  * each gathers, slots) and size the gather slots. With the graph built. */
 vkt_status vkt__nn_plan_gathers(vkt_model *m);

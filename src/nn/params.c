@@ -16,8 +16,50 @@ uint64_t vkt__nn_param_window(const vkt_model *m)
     return window - window % PARAM_ALIGN;
 }
 
-/* Offsets in elements; no tensor straddles an fp32 binding window (which
- * also keeps it inside one window of the 16-bit copy, twice as long). */
+/* Parameter i at `at` or, where it would straddle an fp32 binding window
+ * (which also keeps it inside one window of the 16-bit copy, twice as
+ * long), at the next window; returns where the next one may start. */
+static uint64_t place(vkt_model *m, uint32_t i, uint64_t at, uint64_t window)
+{
+    nn_tensor *t = &m->g.t[m->param_ids[i]];
+    if (at / window != (at + t->numel - 1) / window) at = align_up(at, window);
+    t->offset = at;
+    return align_up(at + t->numel, PARAM_ALIGN);
+}
+
+/* The shard is the whole flat buffer (one piece). */
+static vkt_status whole_shard(vkt_model *m)
+{
+    if (!m->pieces) {
+        m->pieces = vkt_calloc(1, sizeof *m->pieces);
+        VKT_FAIL_IF(!m->pieces, VKT_ERR_NOMEM, "model: out of host memory");
+    }
+    m->pieces[0] = (nn_piece){0, 0, m->padded};
+    m->npieces = 1;
+    m->shard_len = m->padded;
+    return VKT_OK;
+}
+
+/* The master weights, the compute copy and the gradients for the layout. */
+static vkt_status make_flat(vkt_model *m, uint64_t padded, vkt_buffer **master,
+                            vkt_buffer **copy, vkt_buffer **grads)
+{
+    uint64_t es = vkt_dtype_size(m->dtype);
+    *copy = *grads = NULL;
+    VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, padded * 4, master));
+    vkt_status st = VKT_OK;
+    if (m->dtype == VKT_DTYPE_F32) *copy = *master;
+    else st = vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, padded * es, copy);
+    if (st == VKT_OK) st = vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, padded * es, grads);
+    if (st != VKT_OK) {
+        if (*copy != *master) vkt_buffer_destroy(*copy);
+        vkt_buffer_destroy(*master);
+        *master = *copy = NULL;
+    }
+    return st;
+}
+
+/* Offsets in elements, each parameter aligned to PARAM_ALIGN. */
 vkt_status vkt__nn_params_layout(vkt_model *m)
 {
     uint64_t window = vkt__nn_param_window(m);
@@ -29,29 +71,77 @@ vkt_status vkt__nn_params_layout(vkt_model *m)
                     "model: parameter '%s' has %llu elements, more than one binding window "
                     "of '%s' holds (%llu)", t->name, (unsigned long long)t->numel,
                     vkt_device_get_caps(m->dev)->name, (unsigned long long)window);
-        if (at / window != (at + t->numel - 1) / window) at = align_up(at, window);
-        t->offset = at;
-        at = align_up(at + t->numel, PARAM_ALIGN);
+        at = place(m, i, at, window);
         m->numel += t->numel;
     }
     m->padded = at ? at : PARAM_ALIGN;
-    m->shard_lo = 0;
-    m->shard_hi = m->padded;
+    VKT_CHECK(whole_shard(m));
     m->param_names = vkt_calloc(m->nparams, sizeof *m->param_names);
     VKT_FAIL_IF(!m->param_names, VKT_ERR_NOMEM, "model: out of host memory");
     for (uint32_t i = 0; i < m->nparams; i++)
         memcpy(m->param_names[i], m->g.t[m->param_ids[i]].name, sizeof m->param_names[i]);
-    m->master_lo = 0;
-    m->master_len = m->padded;
-    m->grad_lo = 0;
-    m->grad_len = m->padded;
-    m->copy_lo = 0;
-    m->copy_len = m->padded;
-    VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, m->padded * 4, &m->master));
-    uint64_t es = vkt_dtype_size(m->dtype);
-    if (m->dtype == VKT_DTYPE_F32) m->copy = m->master;
-    else VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, m->padded * es, &m->copy));
-    return vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, m->padded * es, &m->grads);
+    return make_flat(m, m->padded, &m->master, &m->copy, &m->grads);
+}
+
+vkt_status vkt__nn_relayout(vkt_model *m, uint32_t nb, const uint32_t *first, uint64_t unit,
+                            uint64_t *ends)
+{
+    VKT_FAIL_IF(m->slot_mode || m->gather_mode || m->master_packed || m->opt_m || m->opt_step,
+                VKT_ERR_INVALID_USAGE,
+                "model: the parameter layout can only change before sharding and before the "
+                "first optimizer step");
+    VKT_FAIL_IF(nb == 0 || first[0] != 0 || unit == 0 || unit % PARAM_ALIGN,
+                VKT_ERR_INVALID_ARG, "model: relayout needs buckets from parameter 0 and a "
+                "unit that is a multiple of %d (got %llu)", PARAM_ALIGN,
+                (unsigned long long)unit);
+    for (uint32_t k = 1; k < nb; k++)
+        VKT_FAIL_IF(first[k] <= first[k - 1] || first[k] >= m->nparams, VKT_ERR_INVALID_ARG,
+                    "model: bucket %u starts at parameter %u, after %u and before %u", k,
+                    first[k], first[k - 1], m->nparams);
+    float *dense = vkt_malloc((m->numel + 1) * sizeof *dense);
+    uint64_t *old = vkt_malloc((m->nparams + 1) * sizeof *old);
+    vkt_status st = dense && old ? VKT_OK : VKT_ERROR(VKT_ERR_NOMEM, "model: out of host memory");
+    if (st == VKT_OK) st = vkt_model_get_params(m, dense);
+    if (st != VKT_OK) goto out;
+    uint64_t window = vkt__nn_param_window(m), at = 0;
+    for (uint32_t i = 0; i < m->nparams; i++) old[i] = m->g.t[m->param_ids[i]].offset;
+    for (uint32_t k = 0; k < nb; k++) {
+        uint64_t lo = at;
+        for (uint32_t i = first[k]; i < (k + 1 < nb ? first[k + 1] : m->nparams); i++)
+            at = place(m, i, at, window);
+        at = lo + align_up(at - lo, unit);
+        ends[k] = at;
+    }
+    vkt_buffer *master, *copy, *grads;
+    st = make_flat(m, at, &master, &copy, &grads);
+    if (st != VKT_OK) { /* keep the old layout whole */
+        for (uint32_t i = 0; i < m->nparams; i++) m->g.t[m->param_ids[i]].offset = old[i];
+        goto out;
+    }
+    if (m->copy != m->master) vkt_buffer_destroy(m->copy);
+    vkt_buffer_destroy(m->master);
+    vkt_buffer_destroy(m->grads);
+    m->master = master;
+    m->copy = copy;
+    m->grads = grads;
+    m->padded = at;
+    st = whole_shard(m);
+    vkt_free(m->bucket_ends); /* they were cut on the old layout */
+    m->bucket_ends = NULL;
+    m->nbuckets = 0;
+    /* everything recorded bound the old offsets */
+    m->batch = 0;
+    m->rec_denominator = 0;
+    m->opt_recorded = false;
+    m->sumsq_recorded = false;
+    vkt_stream_destroy(m->zero);
+    m->zero = NULL;
+    if (st == VKT_OK) st = vkt_model_set_params(m, dense);
+    if (st == VKT_OK) st = vkt_model_zero_grad(m);
+out:
+    vkt_free(dense);
+    vkt_free(old);
+    return st;
 }
 
 /* splitmix64: a small, well-mixed generator for reproducible init. */
@@ -77,13 +167,26 @@ static float normal(uint64_t *s)
 
 /* Upload the padded fp32 array w (destroyed) as the master weights and, for
  * f16/bf16 models, as the compute copy rounded to that dtype. */
+/* Upload padded flat array w (elements of es bytes) into buf, whole or
+ * the shard's pieces packed. */
+static vkt_status upload_flat(vkt_model *m, vkt_buffer *buf, const void *w, uint64_t es,
+                              bool packed)
+{
+    if (!packed) return vkt_buffer_upload(buf, 0, w, m->padded * es);
+    for (uint32_t k = 0; k < m->npieces; k++) {
+        const nn_piece *p = &m->pieces[k];
+        VKT_CHECK(vkt_buffer_upload(buf, p->local * es, (const char *)w + p->flat * es,
+                                    p->count * es));
+    }
+    return VKT_OK;
+}
+
 vkt_status vkt__nn_set_master_flat(vkt_model *m, float *w)
 {
-    VKT_CHECK(vkt_buffer_upload(m->master, 0, w + m->master_lo, m->master_len * 4));
+    VKT_CHECK(upload_flat(m, m->master, w, 4, m->master_packed));
     if (m->copy == m->master) return VKT_OK;
     vkt__dtype_from_f32(m->dtype, w, w, m->padded);
-    size_t es = vkt_dtype_size(m->dtype);
-    return vkt_buffer_upload(m->copy, 0, (char *)w + m->copy_lo * es, m->copy_len * es);
+    return upload_flat(m, m->copy, w, vkt_dtype_size(m->dtype), m->copy_packed);
 }
 
 /* Each tensor by its rule (uniform ±bound, normal with a deviation, zeros,
@@ -145,7 +248,7 @@ void vkt__nn_dense_padded(const vkt_model *m, float *dense, float *pad, bool to_
 static vkt_status transfer(vkt_model *m, vkt_buffer *buf, float *host, bool to_host)
 {
     VKT_CHECK(vkt_model_backward_wait(m));
-    VKT_FAIL_IF(to_host && buf == m->master && (m->master_lo != 0 || m->master_len != m->padded),
+    VKT_FAIL_IF(to_host && buf == m->master && m->master_packed,
                 VKT_ERR_INVALID_USAGE,
                 "model: this rank holds only its shard of the fp32 master weights (ZeRO); "
                 "use vkt_engine_get_params");

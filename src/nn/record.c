@@ -36,7 +36,7 @@ static vkt_tref grad_view(const vkt_model *m, uint32_t id)
         uint64_t lo = b ? m->bucket_ends[b - 1] : 0;
         return (vkt_tref){m->slots[m->bucket_slot[b]], (t->offset - lo) * es};
     }
-    if (t->kind == T_PARAM) return (vkt_tref){m->grads, (t->offset - m->grad_lo) * es};
+    if (t->kind == T_PARAM) return (vkt_tref){m->grads, t->offset * es}; /* whole */
     return t->grad == VKT_NN_NONE ? (vkt_tref){NULL, 0} : view(m, t->grad);
 }
 
@@ -351,6 +351,6 @@ vkt_status vkt__nn_record_zero(vkt_model *m)
 {
     if (!m->zero) VKT_CHECK(vkt_stream_create(m->dev, &m->zero));
     VKT_CHECK(vkt_stream_begin(m->zero));
-    VKT_CHECK(zero_range(m, m->zero, m->grads, 0, m->grad_len ? m->grad_len : 64));
+    VKT_CHECK(zero_range(m, m->zero, m->grads, 0, vkt__nn_len(m, m->grads_packed)));
     return vkt_stream_end(m->zero);
 }

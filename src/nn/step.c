@@ -29,7 +29,7 @@ static vkt_status check_opts(const vkt_optim_opts *o)
  * are made before either is kept, so a failure leaves none half-made. */
 static vkt_status make_state(vkt_model *m, const vkt_optim_opts *o)
 {
-    uint64_t bytes = (m->shard_hi - m->shard_lo) * 4;
+    uint64_t bytes = m->shard_len * 4;
     bool adam = o->type != VKT_OPTIM_SGD;
     if (!m->hyper) VKT_CHECK(vkt_buffer_create(m->dev, VKT_MEMORY_HOST, 16, &m->hyper));
     if (m->opt_m || (!adam && o->momentum == 0)) return VKT_OK;
@@ -64,14 +64,17 @@ vkt_status vkt__nn_optim_prepare(vkt_model *m, const vkt_optim_opts *o)
     return VKT_OK;
 }
 
-/* The update of elements [at, at+n) of the flat buffers: at most one
- * binding window's worth, so models larger than a window work. The
- * optimizer state covers the shard only: element at is its at - shard_lo. */
-static vkt_status record_window(vkt_model *m, const vkt_optim_opts *o, uint64_t at, uint64_t n)
+/* The update of flat elements [at, at+n) of piece p: at most one binding
+ * window's worth, so models larger than a window work. The optimizer state
+ * holds the shard packed; the other buffers hold it packed or whole. */
+static vkt_status record_window(vkt_model *m, const vkt_optim_opts *o, const nn_piece *p,
+                                uint64_t at, uint64_t n)
 {
-    uint64_t es = vkt_dtype_size(m->dtype), st = (at - m->shard_lo) * 4;
-    uint64_t pa = (at - m->master_lo) * 4, ga = (at - m->grad_lo) * es;
-    vkt_tref copy = {m->copy != m->master ? m->copy : NULL, (at - m->copy_lo) * es};
+    uint64_t es = vkt_dtype_size(m->dtype), st = vkt__nn_at(p, true, at) * 4;
+    uint64_t pa = vkt__nn_at(p, m->master_packed, at) * 4;
+    uint64_t ga = vkt__nn_at(p, m->grads_packed, at) * es;
+    vkt_tref copy = {m->copy != m->master ? m->copy : NULL,
+                     vkt__nn_at(p, m->copy_packed, at) * es};
     if (o->type == VKT_OPTIM_SGD) {
         vkt_sgd_args a = {.params = {m->master, pa}, .grads = {m->grads, ga},
                           .momentum_buf = {m->opt_m, st}, .copy = copy,
@@ -93,9 +96,11 @@ static vkt_status record(vkt_model *m, const vkt_optim_opts *o)
     m->opt_recorded = false;
     VKT_CHECK(vkt_stream_begin(m->opt_stream));
     uint64_t w = vkt__nn_param_window(m);
-    for (uint64_t at = m->shard_lo, next; at < m->shard_hi; at = next) {
-        next = (at / w + 1) * w < m->shard_hi ? (at / w + 1) * w : m->shard_hi;
-        VKT_CHECK(record_window(m, o, at, next - at));
+    for (uint32_t k = 0; k < m->npieces; k++) {
+        const nn_piece *p = &m->pieces[k];
+        for (uint64_t at = p->flat; at < p->flat + p->count; at += w)
+            VKT_CHECK(record_window(m, o, p, at,
+                                    p->flat + p->count - at < w ? p->flat + p->count - at : w));
     }
     VKT_CHECK(vkt_stream_end(m->opt_stream));
     m->opt = *o;
@@ -134,9 +139,9 @@ vkt_status vkt_model_step(vkt_model *m, const vkt_optim_opts *o, float lr)
     return vkt_model_step_scaled(m, o, lr, 1.0f);
 }
 
-/* Σ g² over the whole flat gradient buffer, window by window, partial sums
- * on the device and the total in double on the host. Each window has its
- * slot of `per` partials; unused ones stay zero. */
+/* Σ g² over the shard's gradients, piece by piece and window by window,
+ * partial sums on the device and the total in double on the host. Each
+ * window has its slot of `per` partials; unused ones stay zero. */
 static vkt_status record_sumsq(vkt_model *m, uint64_t w, uint32_t per, uint32_t windows)
 {
     uint64_t es = vkt_dtype_size(m->dtype);
@@ -147,12 +152,13 @@ static vkt_status record_sumsq(vkt_model *m, uint64_t w, uint32_t per, uint32_t 
     memset(vkt_buffer_host_ptr(m->sumsq_partials), 0, bytes);
     VKT_CHECK(vkt_stream_begin(m->sumsq_stream));
     uint32_t k = 0;
-    for (uint64_t at = m->shard_lo, next; at < m->shard_hi; at = next, k++) {
-        next = (at / w + 1) * w < m->shard_hi ? (at / w + 1) * w : m->shard_hi;
-        VKT_CHECK(vkt_op_grad_sumsq(m->ops, m->sumsq_stream,
-                                    (vkt_tref){m->sumsq_partials, (uint64_t)k * per * 4},
-                                    (vkt_tref){m->grads, (at - m->grad_lo) * es}, m->dtype,
-                                    next - at, 1.0f));
+    for (uint32_t i = 0; i < m->npieces; i++) {
+        const nn_piece *p = &m->pieces[i];
+        for (uint64_t at = p->flat; at < p->flat + p->count; at += w, k++)
+            VKT_CHECK(vkt_op_grad_sumsq(
+                m->ops, m->sumsq_stream, (vkt_tref){m->sumsq_partials, (uint64_t)k * per * 4},
+                (vkt_tref){m->grads, vkt__nn_at(p, m->grads_packed, at) * es}, m->dtype,
+                p->flat + p->count - at < w ? p->flat + p->count - at : w, 1.0f));
     }
     VKT_CHECK(vkt_stream_end(m->sumsq_stream));
     m->sumsq_recorded = true;
@@ -165,7 +171,7 @@ vkt_status vkt_model_grad_sumsq(vkt_model *m, double *out)
     VKT_CHECK(vkt_model_backward_wait(m));
     uint64_t w = vkt__nn_param_window(m);
     uint32_t per = vkt_op_grad_sumsq_partials(m->ops, w), windows = 0;
-    for (uint64_t at = m->shard_lo; at < m->shard_hi; at = (at / w + 1) * w) windows++;
+    for (uint32_t i = 0; i < m->npieces; i++) windows += (uint32_t)((m->pieces[i].count + w - 1) / w);
     if (!m->sumsq_recorded) VKT_CHECK(record_sumsq(m, w, per, windows));
     VKT_CHECK(vkt_stream_run(m->sumsq_stream));
     const float *p = vkt_buffer_host_ptr(m->sumsq_partials);
@@ -175,44 +181,62 @@ vkt_status vkt_model_grad_sumsq(vkt_model *m, double *out)
     return VKT_OK;
 }
 
-/* Keep only [lo, hi) of the fp32 master weights. */
-static vkt_status shrink_master(vkt_model *m, uint64_t lo, uint64_t hi)
+vkt_status vkt__nn_pack(vkt_model *m, vkt_buffer *whole, uint64_t es, bool host_visible,
+                        vkt_buffer **out)
 {
-    vkt_buffer *b = NULL;
-    float *tmp = vkt_malloc((hi - lo) * 4);
-    vkt_status st = tmp ? VKT_OK : VKT_ERROR(VKT_ERR_NOMEM, "model: out of host memory");
-    if (st == VKT_OK) st = vkt_buffer_download(m->master, (lo - m->master_lo) * 4, tmp, (hi - lo) * 4);
-    if (st == VKT_OK) st = vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, (hi - lo) * 4, &b);
-    if (st == VKT_OK) st = vkt_buffer_upload(b, 0, tmp, (hi - lo) * 4);
+    uint64_t bytes = m->shard_len * es;
+    char *tmp = vkt_malloc(bytes);
+    VKT_FAIL_IF(!tmp, VKT_ERR_NOMEM, "model: out of host memory");
+    vkt_status st = host_visible ? vkt__nn_host_visible(m, bytes, out)
+                                 : vkt_buffer_create(m->dev, VKT_MEMORY_DEVICE, bytes, out);
+    for (uint32_t k = 0; k < m->npieces && st == VKT_OK; k++) {
+        const nn_piece *p = &m->pieces[k];
+        st = vkt_buffer_download(whole, p->flat * es, tmp + p->local * es, p->count * es);
+    }
+    if (st == VKT_OK) st = vkt_buffer_upload(*out, 0, tmp, bytes);
     vkt_free(tmp);
     if (st != VKT_OK) {
-        vkt_buffer_destroy(b);
-        return st;
+        vkt_buffer_destroy(*out);
+        *out = NULL;
     }
-    vkt_buffer_destroy(m->master);
-    m->master = b;
-    m->master_lo = lo;
-    m->master_len = hi - lo;
-    return VKT_OK;
+    return st;
 }
 
-vkt_status vkt__nn_set_shard(vkt_model *m, uint64_t lo, uint64_t hi, bool shard_master)
+vkt_status vkt__nn_set_shard(vkt_model *m, uint32_t n, const nn_piece *pieces,
+                             bool shard_master)
 {
-    VKT_FAIL_IF(lo >= hi || hi > m->padded, VKT_ERR_INVALID_ARG,
-                "model: shard [%llu, %llu) is not inside the flat buffer of %llu",
-                (unsigned long long)lo, (unsigned long long)hi, (unsigned long long)m->padded);
-    bool master_too = shard_master && m->copy != m->master &&
-                      (m->master_lo != lo || m->master_len != hi - lo);
-    if (lo == m->shard_lo && hi == m->shard_hi && !master_too) return VKT_OK;
-    VKT_FAIL_IF(m->opt_m || m->opt_step, VKT_ERR_INVALID_USAGE,
-                "model: the shard cannot change once the optimizer has state");
-    VKT_FAIL_IF(lo < m->master_lo || hi > m->master_lo + m->master_len, VKT_ERR_INVALID_USAGE,
-                "model: shard [%llu, %llu) is outside the master weights this model holds",
-                (unsigned long long)lo, (unsigned long long)hi);
-    if (master_too) VKT_CHECK(shrink_master(m, lo, hi));
-    m->shard_lo = lo;
-    m->shard_hi = hi;
+    VKT_FAIL_IF(m->opt_m || m->opt_step || m->master_packed || m->grads_packed ||
+                    m->copy_packed,
+                VKT_ERR_INVALID_USAGE,
+                "model: the shard is set once, before the optimizer has state");
+    VKT_FAIL_IF(n == 0, VKT_ERR_INVALID_ARG, "model: a shard needs at least one piece");
+    nn_piece *mine = vkt_malloc(n * sizeof *mine);
+    VKT_FAIL_IF(!mine, VKT_ERR_NOMEM, "model: out of host memory");
+    uint64_t local = 0, end = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        const nn_piece *p = &pieces[k];
+        if (p->count == 0 || p->flat < end || p->flat + p->count > m->padded) {
+            vkt_free(mine);
+            return VKT_ERROR(VKT_ERR_INVALID_ARG,
+                             "model: shard piece %u [%llu, +%llu) is empty, out of order or "
+                             "outside the flat buffer of %llu", k, (unsigned long long)p->flat,
+                             (unsigned long long)p->count, (unsigned long long)m->padded);
+        }
+        mine[k] = (nn_piece){p->flat, local, p->count};
+        local += p->count;
+        end = p->flat + p->count;
+    }
+    vkt_free(m->pieces);
+    m->pieces = mine;
+    m->npieces = n;
+    m->shard_len = local;
     m->opt_recorded = false;
     m->sumsq_recorded = false;
+    if (!shard_master || m->copy == m->master) return VKT_OK;
+    vkt_buffer *b = NULL;
+    VKT_CHECK(vkt__nn_pack(m, m->master, 4, false, &b));
+    vkt_buffer_destroy(m->master);
+    m->master = b;
+    m->master_packed = true;
     return VKT_OK;
 }

@@ -27,12 +27,9 @@ void vkt_engine_destroy(vkt_engine *e)
     vkt_timeline_destroy(e->slot_tl);
     vkt_timeline_destroy(e->gather_tl);
     vkt_free(e->greqs);
-    vkt_free(e->gcounts);
     vkt_free(e->post_order);
     vkt_free(e->bucket_ends);
-    vkt_free(e->bucket_counts);
     vkt_free(e->reqs);
-    vkt_free(e->shard_counts);
     vkt_free(e->grads_stage);
     vkt_free(e->timings);
     vkt_config_destroy(e->cfg);
@@ -73,7 +70,7 @@ static vkt_status check_model(vkt_engine *e)
                 vkt_dtype_name(want), c->fp16 ? "true" : "false", c->bf16 ? "true" : "false",
                 vkt_dtype_name(e->model->dtype), vkt_dtype_name(want));
     const vkt_model *m = e->model;
-    VKT_FAIL_IF(m->slot_mode || m->gather_mode || m->master_len != m->padded,
+    VKT_FAIL_IF(m->slot_mode || m->gather_mode || m->master_packed,
                 VKT_ERR_INVALID_USAGE,
                 "vkt_engine_create: this model was sharded by an earlier engine (ZeRO), which "
                 "left only its part of the weights or gradients here; create a new model (and "
@@ -91,32 +88,6 @@ static vkt_status check_model(vkt_engine *e)
     e->micro_batch = c->rank_batch ? c->rank_batch[e->rank] : c->train_micro_batch_size_per_gpu;
     e->fp16 = c->fp16;
     if (e->fp16) VKT_CHECK(vkt_loss_scaler_init(&e->scaler, &c->fp16_scaler));
-    return VKT_OK;
-}
-
-/* Shards of 1/world of the flat buffer each, in whole multiples of 64
- * elements (the parameter alignment), the last ones shorter or empty. */
-static vkt_status make_shards(vkt_engine *e)
-{
-    uint64_t padded = e->model->padded, w = (uint64_t)e->world;
-    uint64_t per = ((padded + w - 1) / w + 63) / 64 * 64;
-    e->shard_counts = vkt_calloc(w, sizeof *e->shard_counts);
-    VKT_FAIL_IF(!e->shard_counts, VKT_ERR_NOMEM, "engine: out of host memory");
-    for (uint64_t r = 0; r < w; r++) {
-        uint64_t lo = r * per < padded ? r * per : padded;
-        uint64_t hi = lo + per < padded ? lo + per : padded;
-        e->shard_counts[r] = (size_t)(hi - lo);
-        if (r == (uint64_t)e->rank) {
-            e->shard_lo = lo;
-            e->shard_hi = hi;
-        }
-    }
-    if (e->stage == 0) { /* DDP: every rank updates everything */
-        e->shard_lo = 0;
-        e->shard_hi = padded;
-    }
-    if (e->shard_hi > e->shard_lo)
-        VKT_CHECK(vkt__nn_set_shard(e->model, e->shard_lo, e->shard_hi, e->stage >= 1));
     return VKT_OK;
 }
 
@@ -209,7 +180,7 @@ vkt_status vkt_engine_create(const vkt_engine_opts *o, vkt_engine **out)
     VKT_CHECK_GOTO(st, check_devices(e), fail);
     VKT_CHECK_GOTO(st, check_agreement(e), fail); /* before the first collective on weights */
     VKT_CHECK_GOTO(st, broadcast_params(e), fail); /* while every rank holds all weights */
-    VKT_CHECK_GOTO(st, make_shards(e), fail);
+    VKT_CHECK_GOTO(st, vkt__engine_partition(e), fail);
     /* the probe runs plain backwards: before the buckets (ZeRO-2's slot
      * mode refuses them) */
     VKT_CHECK_GOTO(st, vkt__engine_probe_batches(e), fail);
@@ -318,7 +289,7 @@ vkt_status vkt_engine_backward(vkt_engine *e)
 static vkt_status global_sumsq(vkt_engine *e, double *out)
 {
     double s = 0;
-    if (e->shard_hi > e->shard_lo) VKT_CHECK(vkt_model_grad_sumsq(e->model, &s));
+    VKT_CHECK(vkt_model_grad_sumsq(e->model, &s));
     if (e->stage > 0 && e->comm && e->world > 1)
         VKT_CHECK(vkt_comm_allreduce(e->comm, &s, &s, 1, VKT_DTYPE_F64, VKT_REDOP_SUM));
     *out = s;
@@ -360,8 +331,7 @@ static vkt_status update(vkt_engine *e)
         double coef = 1.0, clip = e->cfg->gradient_clipping;
         if (clip > 0 && e->grad_norm > clip) coef = clip / (e->grad_norm + 1e-6);
         float lr = (float)vkt_engine_lr(e);
-        if (e->shard_hi > e->shard_lo)
-            VKT_CHECK(vkt_model_step_scaled(e->model, &e->opt, lr, (float)(coef / scale)));
+        VKT_CHECK(vkt_model_step_scaled(e->model, &e->opt, lr, (float)(coef / scale)));
         /* ZeRO-3 keeps the updated shard: the next forward gathers it */
         if (e->stage > 0 && !e->gather)
             VKT_CHECK(vkt__engine_gather(e, e->model->copy, e->model->dtype));
@@ -458,23 +428,19 @@ vkt_status vkt_engine_get_params(vkt_engine *e, float *out)
 {
     VKT_FAIL_IF(!e || !out, VKT_ERR_INVALID_ARG, "vkt_engine_get_params: NULL argument");
     vkt_model *m = e->model;
-    /* The same decision on every rank (the gather is collective). */
-    /* from engine state, the same on every rank (a rank whose shard is
-     * empty keeps its whole master) */
-    bool sharded = e->comm && e->world > 1 && (e->gather || (e->stage >= 1 && m->copy != m->master));
-    if (!sharded) return vkt_model_get_params(m, out);
-    /* ZeRO with f16/bf16: each rank holds its shard of the fp32 master
-     * weights; gather them. */
-    float *pad = vkt_calloc(m->padded, sizeof *pad);
-    VKT_FAIL_IF(!pad, VKT_ERR_NOMEM, "engine: out of host memory");
-    uint64_t n = e->shard_hi - e->shard_lo;
-    vkt_status st = n ? vkt_buffer_download(m->master, (e->shard_lo - m->master_lo) * 4,
-                                            pad + e->shard_lo, n * 4)
-                      : VKT_OK;
-    if (st == VKT_OK)
-        st = vkt_comm_allgatherv(e->comm, pad + e->shard_lo, pad, e->shard_counts,
-                                 VKT_DTYPE_F32);
+    /* The same decision on every rank (the gather is collective): the
+     * master is packed for f16/bf16 models under ZeRO and for every model
+     * at ZeRO-3. */
+    if (!e->partitioned || !m->master_packed) return vkt_model_get_params(m, out);
+    float *pad = vkt_calloc(m->padded, sizeof *pad), *mine = vkt_malloc(m->shard_len * 4);
+    vkt_status st = pad && mine ? VKT_OK : VKT_ERROR(VKT_ERR_NOMEM, "engine: out of host memory");
+    if (st == VKT_OK) st = vkt_buffer_download(m->master, 0, mine, m->shard_len * 4);
+    for (uint32_t b = 0; b < e->nbuckets && st == VKT_OK; b++)
+        st = vkt_comm_allgather(e->comm, mine + m->pieces[b].local,
+                                pad + vkt__engine_bucket_lo(e, b), vkt__engine_part(e, b),
+                                VKT_DTYPE_F32);
     if (st == VKT_OK) vkt__nn_dense_padded(m, out, pad, true);
     vkt_free(pad);
+    vkt_free(mine);
     return st;
 }

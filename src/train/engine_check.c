@@ -141,21 +141,20 @@ vkt_status vkt__engine_compare_hashes(vkt_engine *e, const uint64_t *mine, uint3
 static vkt_status gathered_hashes(vkt_engine *e, uint64_t *out)
 {
     vkt_model *m = e->model;
-    size_t es = vkt_dtype_size(m->dtype), w = (size_t)e->world;
+    size_t es = vkt_dtype_size(m->dtype);
     uint64_t longest = 0;
     for (uint32_t b = 0; b < m->nbuckets; b++) {
         uint64_t len = m->bucket_ends[b] - (b ? m->bucket_ends[b - 1] : 0);
         if (len > longest) longest = len;
     }
     char *group = vkt_malloc(longest * es + 1);
-    size_t *counts = vkt_malloc(w * sizeof *counts);
-    vkt_status st = group && counts ? VKT_OK
-                                    : VKT_ERROR(VKT_ERR_NOMEM, "engine: out of host memory for "
-                                                               "the replica check");
+    vkt_status st = group ? VKT_OK
+                          : VKT_ERROR(VKT_ERR_NOMEM, "engine: out of host memory for the "
+                                                     "replica check");
     for (uint32_t b = 0; b < m->nbuckets && st == VKT_OK; b++) {
         uint64_t lo = b ? m->bucket_ends[b - 1] : 0, hi = m->bucket_ends[b];
         vkt_comm_req *req = NULL;
-        st = vkt__engine_gather_group(e, b, group, counts, &req);
+        st = vkt__engine_gather_group(e, b, group, &req);
         if (st == VKT_OK) st = vkt_comm_wait(req);
         for (uint32_t i = 0; i < m->nparams && st == VKT_OK; i++) {
             const nn_tensor *p = &m->g.t[m->param_ids[i]];
@@ -164,7 +163,6 @@ static vkt_status gathered_hashes(vkt_engine *e, uint64_t *out)
         }
     }
     vkt_free(group);
-    vkt_free(counts);
     return st;
 }
 

@@ -51,38 +51,55 @@ static vkt_status param_table(const vkt_model *m, vkt_ckpt_param **out)
     return VKT_OK;
 }
 
-/* This rank's range in the checkpoint: its shard, or at stage 0 everything
- * on rank 0 and nothing elsewhere. */
-static vkt_ckpt_range my_range(const vkt_engine *e)
+/* Rank r's ranges in the checkpoint (room for max(nbuckets, 1)): its part
+ * of every bucket, or unpartitioned everything on rank 0 and nothing
+ * elsewhere (the replicas being identical). Returns how many. */
+static size_t rank_ranges(const vkt_engine *e, int r, vkt_ckpt_range *out)
 {
-    if (e->stage == 0) return (vkt_ckpt_range){0, e->rank == 0 ? e->model->padded : 0};
-    return (vkt_ckpt_range){e->shard_lo, e->shard_hi - e->shard_lo};
+    if (!e->partitioned) {
+        out[0] = (vkt_ckpt_range){0, e->model->padded};
+        return r == 0;
+    }
+    for (uint32_t b = 0; b < e->nbuckets; b++) {
+        uint64_t part = vkt__engine_part(e, b);
+        out[b] = (vkt_ckpt_range){vkt__engine_bucket_lo(e, b) + (uint64_t)r * part, part};
+    }
+    return e->nbuckets;
 }
 
 static vkt_status write_my_shard(vkt_engine *e, const char *dir, vkt_ckpt_filerec *rec)
 {
     vkt_model *m = e->model;
-    vkt_ckpt_range r = my_range(e);
+    vkt_ckpt_range *r = vkt_malloc((e->nbuckets + 1) * sizeof *r);
+    VKT_FAIL_IF(!r, VKT_ERR_NOMEM, "engine: out of host memory");
+    size_t nr = rank_ranges(e, e->rank, r);
     memset(rec, 0, sizeof *rec);
-    if (r.count == 0) return VKT_OK;
+    /* The ranges are the model's shard pieces: the data is the shard packed. */
+    uint64_t n = m->shard_len;
     const char *kinds[1 + NSTATES_MAX] = {VKT_CKPT_MASTER};
     vkt_buffer *bufs[1 + NSTATES_MAX] = {m->master};
     size_t nk = 1 + state_kinds(e, kinds + 1, bufs + 1);
-    float *data = vkt_malloc(nk * r.count * sizeof *data);
-    VKT_FAIL_IF(!data, VKT_ERR_NOMEM, "engine: out of host memory for the checkpoint");
+    float *data = nr ? vkt_malloc(nk * n * sizeof *data) : NULL;
+    vkt_status st = nr == 0 || data ? VKT_OK
+                                    : VKT_ERROR(VKT_ERR_NOMEM, "engine: out of host memory for "
+                                                               "the checkpoint");
     const float *ptrs[1 + NSTATES_MAX];
-    vkt_status st = VKT_OK;
-    for (size_t k = 0; k < nk && st == VKT_OK; k++) {
-        /* master is the whole flat buffer; the state covers the shard only */
-        uint64_t off = k == 0 ? (r.offset - m->master_lo) * 4 : 0;
-        ptrs[k] = data + k * r.count;
-        if (!bufs[k]) memset(data + k * r.count, 0, r.count * 4); /* no step yet */
-        else st = vkt_buffer_download(bufs[k], off, data + k * r.count, r.count * 4);
+    for (size_t k = 0; k < nk && nr && st == VKT_OK; k++) {
+        /* the state holds the shard packed; the master packed or whole */
+        bool packed = k > 0 || m->master_packed;
+        ptrs[k] = data + k * n;
+        if (!bufs[k]) memset(data + k * n, 0, n * 4); /* no step yet */
+        for (uint32_t i = 0; i < m->npieces && bufs[k] && st == VKT_OK; i++) {
+            const nn_piece *p = &m->pieces[i];
+            st = vkt_buffer_download(bufs[k], vkt__nn_at(p, packed, p->flat) * 4,
+                                     data + k * n + p->local, p->count * 4);
+        }
     }
-    if (st == VKT_OK)
+    if (st == VKT_OK && nr)
         st = vkt__ckpt_write_shard(dir, e->global_steps, (uint32_t)e->rank, (uint32_t)e->world,
-                                   e->stage, &r, 1, kinds, ptrs, nk, rec);
+                                   e->stage, r, nr, kinds, ptrs, nk, rec);
     vkt_free(data);
+    vkt_free(r);
     return st;
 }
 
@@ -114,7 +131,8 @@ static vkt_status commit_index(vkt_engine *e, const char *run_dir, const vkt_ckp
 {
     vkt_status st = VKT_OK;
     vkt_ckpt_param *params = NULL;
-    vkt_ckpt_range *ranges = vkt_calloc((size_t)e->world, sizeof *ranges);
+    size_t per = e->nbuckets + 1;
+    vkt_ckpt_range *ranges = vkt_calloc((size_t)e->world * per, sizeof *ranges);
     vkt_ckpt_rank *ranks = vkt_calloc((size_t)e->world, sizeof *ranks);
     char *cfg = NULL, *js[3] = {NULL, NULL, NULL};
     if (!ranges || !ranks) st = VKT_ERROR(VKT_ERR_NOMEM, "engine: out of host memory");
@@ -127,13 +145,9 @@ static vkt_status commit_index(vkt_engine *e, const char *run_dir, const vkt_ckp
         const char *kinds[NSTATES_MAX];
         vkt_buffer *bufs[NSTATES_MAX];
         size_t ns = state_kinds(e, kinds, bufs);
-        uint64_t lo = 0; /* the shards tile the flat buffer in rank order */
         for (int r = 0; r < e->world; r++) {
-            if (e->stage == 0) ranges[r] = (vkt_ckpt_range){0, r == 0 ? e->model->padded : 0};
-            else ranges[r] = (vkt_ckpt_range){lo, e->shard_counts[r]};
-            lo += e->shard_counts[r];
-            bool has = ranges[r].count > 0;
-            ranks[r] = (vkt_ckpt_rank){&ranges[r], has ? 1 : 0, &recs[r], has ? 1 : 0};
+            size_t n = rank_ranges(e, r, ranges + (size_t)r * per);
+            ranks[r] = (vkt_ckpt_rank){ranges + (size_t)r * per, n, &recs[r], n ? 1 : 0};
         }
         vkt_ckpt_index idx = {
             .step = e->global_steps, .samples_seen = e->global_samples,
@@ -285,9 +299,10 @@ vkt_status vkt_engine_load(vkt_engine *e, const char *path)
     if (st == VKT_OK) st = vkt__nn_set_master_flat(m, flat);
     for (size_t k = 0; k < ns && st == VKT_OK; k++) {
         st = load_state(e, dir, idx, kinds[k], mine, src, flat);
-        if (st == VKT_OK)
-            st = vkt_buffer_upload(bufs[k], 0, flat + m->shard_lo,
-                                   (m->shard_hi - m->shard_lo) * 4);
+        /* packed in place: a piece's local offset never exceeds its flat one */
+        for (uint32_t i = 0; i < m->npieces && st == VKT_OK; i++)
+            memmove(flat + m->pieces[i].local, flat + m->pieces[i].flat, m->pieces[i].count * 4);
+        if (st == VKT_OK) st = vkt_buffer_upload(bufs[k], 0, flat, m->shard_len * 4);
     }
     if (st == VKT_OK) st = restore_host_state(e, idx);
 out:

@@ -7,9 +7,9 @@
  * for the gathers segment s needs and signals gather_tl (the GPU may start
  * s), posts the gathers of segment s + 1 (a prefetch that overlaps s: the
  * slot plan guarantees their slots were last read at segment s - 1 or
- * earlier, which this loop has already waited for), and waits for s. The
- * gathers are all-gathers with a count per rank (each group's overlap with
- * every rank's contiguous shard), so a group lands whole in its slot. */
+ * earlier, which this loop has already waited for), and waits for s. A
+ * gather is an all-gather of equal parts (each rank owns 1/world of every
+ * padded group), so a group lands whole in its slot. */
 #include <string.h>
 
 #include "train/engine_int.h"
@@ -17,42 +17,30 @@
 vkt_status vkt__engine_gather_setup(vkt_engine *e)
 {
     vkt_model *m = e->model;
-    VKT_CHECK(vkt__nn_set_gather_mode(m, e->shard_lo, e->shard_hi));
+    VKT_CHECK(vkt__nn_set_gather_mode(m));
     return vkt_timeline_create(m->dev, 0, &e->gather_tl);
 }
 
-/* Room for one request and world counts per residence of either pass. */
+/* Room for one request per residence of either pass. */
 static vkt_status reserve(vkt_engine *e)
 {
     const vkt_model *m = e->model;
     uint32_t n = m->nfgath > m->nbgath ? m->nfgath : m->nbgath;
     if (n <= e->cap_greqs) return VKT_OK;
     vkt_comm_req **r = vkt_calloc(n, sizeof *r);
-    size_t *c = vkt_calloc((size_t)n * (size_t)e->world, sizeof *c);
-    if (!r || !c) {
-        vkt_free(r);
-        vkt_free(c);
-        return VKT_ERROR(VKT_ERR_NOMEM, "engine: out of host memory");
-    }
+    VKT_FAIL_IF(!r, VKT_ERR_NOMEM, "engine: out of host memory");
     vkt_free(e->greqs);
-    vkt_free(e->gcounts);
     e->greqs = r;
-    e->gcounts = c;
     e->cap_greqs = n;
     return VKT_OK;
 }
 
-vkt_status vkt__engine_gather_group(vkt_engine *e, uint32_t b, void *dst, size_t *counts,
-                                   vkt_comm_req **req)
+vkt_status vkt__engine_gather_group(vkt_engine *e, uint32_t b, void *dst, vkt_comm_req **req)
 {
     vkt_model *m = e->model;
-    size_t es = vkt_dtype_size(m->dtype);
     const char *shard = vkt_buffer_host_ptr(m->copy);
-    uint64_t lo = b ? m->bucket_ends[b - 1] : 0;
-    vkt__engine_split(e, lo, m->bucket_ends[b], counts);
-    uint64_t from = lo > e->shard_lo ? lo : e->shard_lo;
-    const char *send = counts[e->rank] ? shard + (from - m->copy_lo) * es : shard;
-    return vkt_comm_allgatherv_async(e->comm, send, dst, counts, m->dtype, req);
+    return vkt_comm_allgather_async(e->comm, shard + m->pieces[b].local * vkt_dtype_size(m->dtype),
+                                    dst, vkt__engine_part(e, b), m->dtype, req);
 }
 
 vkt_status vkt__engine_gathers_post(vkt_engine *e, const nn_gather *g, uint32_t n, uint32_t seg)
@@ -62,7 +50,6 @@ vkt_status vkt__engine_gathers_post(vkt_engine *e, const nn_gather *g, uint32_t 
         if (g[i].first == seg)
             VKT_CHECK(vkt__engine_gather_group(e, g[i].group,
                                                vkt_buffer_host_ptr(m->gslots[g[i].slot]),
-                                               e->gcounts + (size_t)i * (size_t)e->world,
                                                &e->greqs[i]));
     return VKT_OK;
 }

@@ -29,15 +29,15 @@ struct vkt_engine {
     FILE *progress, *warn;
     bool have_forward;
     bool boundary_backward; /* the boundary micro-batch's backward ran */
-    /* ZeRO: this rank owns [shard_lo, shard_hi) of the flat buffers; the
-     * shards of all ranks (counts, in elements) tile the flat buffer. */
-    uint64_t shard_lo, shard_hi;
-    size_t *shard_counts;
+    /* ZeRO at world > 1 (vkt__engine_partition): the buckets hold whole
+     * parameters, each padded to a multiple of world x 64 elements, and
+     * this rank owns the rank-th 1/world of each (the model's shard piece
+     * b is bucket b's), so every collective on them has equal counts. */
+    bool partitioned;
     /* gradient buckets over the flat buffer, and the reduction in flight */
     uint32_t nbuckets;
     uint64_t *bucket_ends;
     vkt_comm_req **reqs;
-    size_t *bucket_counts; /* ZeRO-2: per bucket, world counts of its reduce-scatter */
     bool sync_started;
     vkt_timeline *timeline;
     uint64_t timeline_base;
@@ -67,11 +67,13 @@ struct vkt_engine {
     vkt_timeline *gather_tl;
     uint64_t gather_base;
     vkt_comm_req **greqs;   /* per residence of the pass running */
-    size_t *gcounts;        /* per residence: world counts of its all-gather */
     uint32_t cap_greqs;
 };
 
-/* engine_sync.c: gradient buckets and their reduction */
+/* engine_sync.c: gradient buckets and their reduction. Partition first
+ * (ZeRO at world > 1: re-lays the model out in padded buckets of whole
+ * parameters and gives it this rank's shard), then the buckets. */
+vkt_status vkt__engine_partition(vkt_engine *e);
 vkt_status vkt__engine_buckets(vkt_engine *e);
 /* engine_probe.c: vktrain.rank_batch "auto" — time each rank, split the
  * micro-batches by speed into cfg->rank_batch and e->micro_batch. */
@@ -87,11 +89,11 @@ double vkt__engine_now(void);
  * gradients are reduced right away (DeepSpeed's stage 2 reduces every
  * micro-batch); otherwise they accumulate locally (no_sync). */
 vkt_status vkt__engine_backward_local(vkt_engine *e);
-/* counts[r] (world entries): the elements of flat range [lo, hi) in rank
- * r's shard (the shards tile the flat buffer in rank order); returns how
- * many come before this rank's part. */
-uint64_t vkt__engine_split(const vkt_engine *e, uint64_t lo, uint64_t hi, size_t *counts);
-/* All-gather the updated shards of buf (elements of dtype t). */
+/* Partitioned: where bucket b starts and the count of each rank's part. */
+uint64_t vkt__engine_bucket_lo(const vkt_engine *e, uint32_t b);
+uint64_t vkt__engine_part(const vkt_engine *e, uint32_t b);
+/* All-gather the updated shards of buf (elements of dtype t, every flat
+ * element held), bucket by bucket. */
 vkt_status vkt__engine_gather(vkt_engine *e, vkt_buffer *buf, vkt_dtype t);
 
 /* engine_check.c: the replica check (vktrain.check_replicas_every). */
@@ -120,9 +122,8 @@ vkt_status vkt__engine_compare_hashes(vkt_engine *e, const uint64_t *mine, uint3
  * end every gather and release every segment still waiting. */
 vkt_status vkt__engine_gather_setup(vkt_engine *e);
 /* Start the all-gather of group (bucket) b of the compute copy's shards
- * into dst (counts: world entries, alive until *req is waited for). */
-vkt_status vkt__engine_gather_group(vkt_engine *e, uint32_t b, void *dst, size_t *counts,
-                                   vkt_comm_req **req);
+ * into dst (the bucket's padded length). */
+vkt_status vkt__engine_gather_group(vkt_engine *e, uint32_t b, void *dst, vkt_comm_req **req);
 vkt_status vkt__engine_gathers_post(vkt_engine *e, const nn_gather *g, uint32_t n, uint32_t seg);
 vkt_status vkt__engine_gathers_finish(vkt_engine *e, const nn_gather *g, uint32_t n, uint32_t seg,
                                       uint64_t gbase);

@@ -26,12 +26,12 @@
 
 #include "train/engine_int.h"
 
-/* ZeRO-2 with slots: buckets of whole parameters (each parameter's
- * gradient is one view into one slot), as many consecutive parameters as
- * fit in size elements (at least one), each bucket reaching to the next
- * one's first parameter; at most one binding window each unless a single
- * parameter with its padding is longer. */
-static uint32_t param_buckets(const vkt_engine *e, uint64_t size, uint64_t *ends)
+/* Buckets of whole parameters (each parameter's gradient is one view into
+ * one slot, and padding can go between buckets): as many consecutive
+ * parameters as fit in size elements (at least one), at most one binding
+ * window unless a single parameter is longer. first[k]: bucket k's first
+ * parameter. */
+static uint32_t param_buckets(const vkt_engine *e, uint64_t size, uint32_t *first)
 {
     const vkt_model *m = e->model;
     uint64_t w = vkt__nn_param_window(m);
@@ -42,43 +42,82 @@ static uint32_t param_buckets(const vkt_engine *e, uint64_t size, uint64_t *ends
         uint32_t q = p + 1;
 #define START(k) ((k) < m->nparams ? m->g.t[m->param_ids[k]].offset : m->padded)
         while (q < m->nparams && START(q + 1) - lo <= size) q++;
-        ends[n++] = START(q);
 #undef START
+        first[n++] = p;
         p = q;
     }
     return n;
 }
 
-/* Buckets of reduce_bucket_size elements, cut on the flat buffer. Under
- * ZeRO-2 a bucket is also cut where a shard ends, so its reduce-scatter
- * gives each owner whole pieces; with slots (world > 1) buckets hold whole
- * parameters instead and their reduce-scatter counts follow the shards. */
+/* DeepSpeed's shard layout: buckets of whole parameters, each padded to a
+ * multiple of world x 64 elements (64: the parameter alignment, which keeps
+ * every part at a 256-byte boundary), rank r owning the r-th 1/world of
+ * each. Every rank's shard then has the same length, every reduce-scatter
+ * and all-gather equal counts, and no rank is left without a part. */
+vkt_status vkt__engine_partition(vkt_engine *e)
+{
+    vkt_model *m = e->model;
+    e->partitioned = e->stage >= 1 && e->comm && e->world > 1;
+    if (!e->partitioned) return VKT_OK;
+    VKT_FAIL_IF(m->nparams + 1 > VKT_ENGINE_MAX_BUCKETS, VKT_ERR_INVALID_ARG,
+                "engine: %u parameters need up to %u buckets, more than the engine's %u",
+                m->nparams, m->nparams, VKT_ENGINE_MAX_BUCKETS);
+    uint64_t size = e->cfg->zero.reduce_bucket_size < 64 ? 64 : e->cfg->zero.reduce_bucket_size;
+    uint32_t *first = vkt_malloc(m->nparams * sizeof *first);
+    nn_piece *pieces = vkt_malloc(m->nparams * sizeof *pieces);
+    e->bucket_ends = vkt_malloc(m->nparams * sizeof *e->bucket_ends);
+    vkt_status st = first && pieces && e->bucket_ends
+                        ? VKT_OK
+                        : VKT_ERROR(VKT_ERR_NOMEM, "engine: out of host memory");
+    uint32_t n = st == VKT_OK ? param_buckets(e, size, first) : 0;
+    if (st == VKT_OK)
+        st = vkt__nn_relayout(m, n, first, (uint64_t)e->world * 64, e->bucket_ends);
+    if (st == VKT_OK) {
+        e->nbuckets = n;
+        for (uint32_t b = 0; b < n; b++) {
+            uint64_t part = vkt__engine_part(e, b);
+            pieces[b] = (nn_piece){vkt__engine_bucket_lo(e, b) + (uint64_t)e->rank * part, 0,
+                                   part};
+        }
+        st = vkt__nn_set_shard(m, n, pieces, true);
+    }
+    vkt_free(first);
+    vkt_free(pieces);
+    return st;
+}
+
+uint64_t vkt__engine_bucket_lo(const vkt_engine *e, uint32_t b)
+{
+    return b ? e->bucket_ends[b - 1] : 0;
+}
+
+uint64_t vkt__engine_part(const vkt_engine *e, uint32_t b)
+{
+    return (e->bucket_ends[b] - vkt__engine_bucket_lo(e, b)) / (uint64_t)e->world;
+}
+
+/* Buckets of reduce_bucket_size elements cut on the flat buffer (DDP), or
+ * the partition's (ZeRO at world > 1), whose reductions are
+ * reduce-scatters with slots at stage 2 and 3. */
 vkt_status vkt__engine_buckets(vkt_engine *e)
 {
     vkt_model *m = e->model;
     uint64_t size = e->cfg->zero.reduce_bucket_size;
     if (size < 64) size = 64;
-    e->slots = e->stage >= 2 && e->comm && e->world > 1;
+    e->slots = e->stage >= 2 && e->partitioned;
     e->gather = e->stage == 3 && e->slots;
-    uint64_t cap = m->padded / size + 2 + (uint64_t)e->world;
-    if (e->slots) cap = m->nparams + 1;
+    uint64_t cap = e->partitioned ? e->nbuckets : m->padded / size + 2;
     VKT_FAIL_IF(cap > VKT_ENGINE_MAX_BUCKETS, VKT_ERR_INVALID_ARG,
                 "zero_optimization.reduce_bucket_size = %llu makes more than %u buckets for "
                 "%llu parameters; use a larger bucket size",
                 (unsigned long long)e->cfg->zero.reduce_bucket_size, VKT_ENGINE_MAX_BUCKETS,
                 (unsigned long long)m->numel);
-    e->bucket_ends = vkt_malloc(cap * sizeof *e->bucket_ends);
+    if (!e->partitioned) e->bucket_ends = vkt_malloc(cap * sizeof *e->bucket_ends);
     e->reqs = vkt_calloc(cap, sizeof *e->reqs);
-    e->bucket_counts = vkt_calloc(cap * (uint64_t)e->world, sizeof *e->bucket_counts);
-    VKT_FAIL_IF(!e->bucket_ends || !e->reqs || !e->bucket_counts, VKT_ERR_NOMEM,
-                "engine: out of host memory");
-    uint32_t n = 0;
-    if (e->slots) n = param_buckets(e, size, e->bucket_ends);
-    for (uint64_t at = e->slots ? m->padded : 0; at < m->padded;) {
+    VKT_FAIL_IF(!e->bucket_ends || !e->reqs, VKT_ERR_NOMEM, "engine: out of host memory");
+    uint32_t n = e->partitioned ? e->nbuckets : 0;
+    for (uint64_t at = e->partitioned ? m->padded : 0; at < m->padded;) {
         uint64_t end = at + size < m->padded ? at + size : m->padded;
-        if (e->stage == 2) /* do not cross a shard boundary */
-            for (uint64_t s = 0, lo = 0; s < (uint64_t)e->world; lo += e->shard_counts[s++])
-                if (lo > at && lo < end) end = lo;
         e->bucket_ends[n++] = end;
         at = end;
     }
@@ -94,7 +133,7 @@ vkt_status vkt__engine_buckets(vkt_engine *e)
         }
     }
     if (e->slots) {
-        VKT_CHECK(vkt__nn_set_grad_slots(m, e->shard_lo, e->shard_hi));
+        VKT_CHECK(vkt__nn_set_grad_slots(m));
         e->post_order = vkt_malloc(n * sizeof *e->post_order);
         VKT_FAIL_IF(!e->post_order, VKT_ERR_NOMEM, "engine: out of host memory");
         VKT_CHECK(vkt_timeline_create(m->dev, 0, &e->slot_tl));
@@ -102,23 +141,10 @@ vkt_status vkt__engine_buckets(vkt_engine *e)
     }
     e->grads_host = vkt_buffer_host_ptr(m->grads);
     if (!e->grads_host) {
-        e->grads_stage = vkt_malloc((m->grad_len ? m->grad_len : 1) * vkt_dtype_size(m->dtype));
+        e->grads_stage = vkt_malloc(vkt__nn_len(m, m->grads_packed) * vkt_dtype_size(m->dtype));
         VKT_FAIL_IF(!e->grads_stage, VKT_ERR_NOMEM, "engine: out of host memory");
     }
     return vkt_timeline_create(m->dev, 0, &e->timeline);
-}
-
-uint64_t vkt__engine_split(const vkt_engine *e, uint64_t lo, uint64_t hi, size_t *counts)
-{
-    uint64_t slo = 0, before = 0;
-    for (int r = 0; r < e->world; r++) {
-        uint64_t shi = slo + e->shard_counts[r];
-        uint64_t a = lo > slo ? lo : slo, z = hi < shi ? hi : shi;
-        counts[r] = z > a ? (size_t)(z - a) : 0;
-        if (r < e->rank) before += counts[r];
-        slo = shi;
-    }
-    return before;
 }
 
 /* Start bucket b's reduction on the host copy at base. */
@@ -131,12 +157,11 @@ static vkt_status post_bucket(vkt_engine *e, char *base, uint32_t b)
     if (e->stage < 2)
         return vkt_comm_allreduce_async(e->comm, p, p, hi - lo, m->dtype, VKT_REDOP_SUM,
                                         &e->reqs[b]);
-    /* ZeRO-2: each rank receives the sum of its part of the bucket. The
-     * counts stay alive until the request is waited for. */
-    size_t *counts = e->bucket_counts + (size_t)b * (size_t)e->world;
-    uint64_t mine = vkt__engine_split(e, lo, hi, counts);
-    return vkt_comm_reduce_scatterv_async(e->comm, p, p + mine * es, counts, m->dtype,
-                                          VKT_REDOP_SUM, &e->reqs[b]);
+    /* ZeRO-2: each rank receives the sum of its part of the bucket, in
+     * place in the slot. */
+    uint64_t part = vkt__engine_part(e, b);
+    return vkt_comm_reduce_scatter_async(e->comm, p, p + (uint64_t)e->rank * part * es, part,
+                                         m->dtype, VKT_REDOP_SUM, &e->reqs[b]);
 }
 
 static uint64_t timeout_ns(const vkt_engine *e)
@@ -222,15 +247,12 @@ static vkt_status release_next(vkt_engine *e)
     e->reqs[b] = NULL;
     if (e->timing && e->timings[b].end_s == 0) e->timings[b].end_s = vkt__engine_now() - e->t0;
     if (st != VKT_OK) return vkt__error_context(st, "gradient reduce-scatter");
-    uint64_t lo = b ? e->bucket_ends[b - 1] : 0, hi = e->bucket_ends[b];
-    uint64_t a = lo > e->shard_lo ? lo : e->shard_lo, z = hi < e->shard_hi ? hi : e->shard_hi;
     size_t es = vkt_dtype_size(m->dtype);
-    if (z > a) {
-        char *acc = e->grads_host ? e->grads_host : e->grads_stage;
-        const char *slot = vkt_buffer_host_ptr(m->slots[m->bucket_slot[b]]);
-        accumulate(m->dtype, acc + (a - e->shard_lo) * es, slot + (a - lo) * es, z - a,
-                   e->acc_fresh);
-    }
+    uint64_t part = vkt__engine_part(e, b);
+    char *acc = e->grads_host ? e->grads_host : e->grads_stage;
+    const char *slot = vkt_buffer_host_ptr(m->slots[m->bucket_slot[b]]);
+    accumulate(m->dtype, acc + m->pieces[b].local * es, slot + (uint64_t)e->rank * part * es,
+               part, e->acc_fresh);
     e->released++;
     return vkt_timeline_signal(e->slot_tl, e->slot_base + e->released);
 }
@@ -385,9 +407,9 @@ static vkt_status finish_slots(vkt_engine *e)
     VKT_FAIL_IF(e->posted != e->nbuckets, VKT_ERR_INTERNAL,
                 "engine: %u of %u gradient buckets were reduced", e->posted, e->nbuckets);
     e->acc_fresh = false;
-    if (!e->grads_host && m->grad_len)
+    if (!e->grads_host)
         VKT_CHECK(vkt_buffer_upload(m->grads, 0, e->grads_stage,
-                                    m->grad_len * vkt_dtype_size(m->dtype)));
+                                    m->shard_len * vkt_dtype_size(m->dtype)));
     return VKT_OK;
 }
 
@@ -423,7 +445,7 @@ vkt_status vkt__engine_finish_sync(vkt_engine *e)
 
 vkt_status vkt__engine_gather(vkt_engine *e, vkt_buffer *buf, vkt_dtype t)
 {
-    if (!e->comm || e->world == 1) return VKT_OK;
+    if (!e->partitioned) return VKT_OK;
     vkt_model *m = e->model;
     size_t es = vkt_dtype_size(t), bytes = m->padded * es;
     char *p = vkt_buffer_host_ptr(buf), *stage = NULL;
@@ -437,7 +459,20 @@ vkt_status vkt__engine_gather(vkt_engine *e, vkt_buffer *buf, vkt_dtype t)
         }
         p = stage;
     }
-    vkt_status st = vkt_comm_allgatherv(e->comm, p + e->shard_lo * es, p, e->shard_counts, t);
+    /* in place, bucket by bucket, all posted before the first wait */
+    vkt_status st = VKT_OK;
+    for (uint32_t b = 0; b < e->nbuckets && st == VKT_OK; b++) {
+        char *lo = p + vkt__engine_bucket_lo(e, b) * es;
+        uint64_t part = vkt__engine_part(e, b);
+        st = vkt_comm_allgather_async(e->comm, lo + (uint64_t)e->rank * part * es, lo, part, t,
+                                      &e->reqs[b]);
+    }
+    for (uint32_t b = 0; b < e->nbuckets; b++) {
+        if (!e->reqs[b]) continue;
+        vkt_status w = vkt_comm_wait(e->reqs[b]);
+        e->reqs[b] = NULL;
+        if (st == VKT_OK) st = w;
+    }
     if (st == VKT_OK && stage) st = vkt_buffer_upload(buf, 0, stage, bytes);
     vkt_free(stage);
     return st == VKT_OK ? VKT_OK : vkt__error_context(st, "engine: parameter all-gather");

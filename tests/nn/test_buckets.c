@@ -14,6 +14,11 @@
  *   slot, slots are reused two segments after their last reader, fewer
  *   slots than groups, and a forward over hand-filled slots gives the plain
  *   forward's loss bit for bit;
+ * - DeepSpeed's shard layout (vkt__nn_relayout into buckets padded to
+ *   3 x 64 elements) keeps every weight, puts whole parameters in each
+ *   bucket and gives the same loss and gradients bit for bit; a step over
+ *   a shard of one piece per bucket (the middle third of each: rank 1 of 3)
+ *   updates exactly those elements as the whole step does and no others;
  * - loss scale 1024 gives exactly 1024× the gradients (powers of two scale
  *   exactly in binary floating point), grad_scale 1/1024 in the step undoes
  *   it exactly, Σg² matches the host, a NaN input makes Σg² not finite. */
@@ -235,7 +240,7 @@ static void test_gpt_grad_slots(void **state)
     assert_vkt_ok(vkt_buffer_download(ref->grads, 0, want, flat * 4));
 
     assert_vkt_ok(vkt_model_set_grad_buckets(m, np, ends));
-    assert_vkt_ok(vkt__nn_set_grad_slots(m, 0, flat));
+    assert_vkt_ok(vkt__nn_set_grad_slots(m));
     assert_vkt_ok(vkt_model_forward(m, &b, NULL));
     /* a plain backward has no one to reduce the slots: refused */
     assert_int_equal(vkt_model_backward(m), VKT_ERR_INVALID_USAGE);
@@ -337,8 +342,8 @@ static void test_gpt_gather_plan(void **state)
     float want, got;
     assert_vkt_ok(vkt_model_forward(ref, &b, &want));
     assert_vkt_ok(vkt_model_set_grad_buckets(m, np, ends));
-    assert_vkt_ok(vkt__nn_set_grad_slots(m, 0, flat));
-    assert_vkt_ok(vkt__nn_set_gather_mode(m, 0, flat));
+    assert_vkt_ok(vkt__nn_set_grad_slots(m));
+    assert_vkt_ok(vkt__nn_set_gather_mode(m));
     assert_int_equal(vkt_model_forward(m, &b, NULL), VKT_ERR_INVALID_USAGE);
     assert_non_null(strstr(vkt_last_error(), "ZeRO-3"));
     assert_vkt_ok(vkt__nn_forward_begin(m, &b)); /* records and plans */
@@ -389,6 +394,97 @@ static void test_gpt_gather_plan(void **state)
     free(ends);
     vkt_model_destroy(m);
     vkt_model_destroy(ref);
+}
+
+/* The flat offset of dense element i. */
+static uint64_t flat_of(const vkt_model *m, uint64_t i)
+{
+    for (uint32_t p = 0;; p++) {
+        vkt_param_info pi;
+        vkt_model_param_info(m, p, &pi);
+        if (i < pi.numel) return pi.offset + i;
+        i -= pi.numel;
+    }
+}
+
+static void test_relayout_and_pieces(void **state)
+{
+    vkt_device *dev = *state;
+    vkt_model *m = mlp(dev);
+    data d;
+    make_data(&d);
+    size_t n = vkt_model_num_params(m);
+    float *p0 = malloc(n * 4), *p1 = malloc(n * 4), *pr = malloc(n * 4), loss0, loss1;
+    assert_vkt_ok(vkt_model_get_params(m, p0));
+    assert_vkt_ok(vkt_model_forward(m, &d.b, &loss0));
+    float *g0 = grads_of(m, &d.b);
+
+    /* buckets {W0 b0 W1}, {b1 W2 b2}, {W3 b3}; 3 ranks of 64-element parts */
+    const uint32_t first[3] = {0, 3, 6};
+    uint64_t ends[3];
+    assert_vkt_ok(vkt__nn_relayout(m, 3, first, 192, ends));
+    assert_int_equal(ends[2], vkt_model_flat_size(m));
+    for (uint32_t k = 0; k < 3; k++) {
+        uint64_t lo = k ? ends[k - 1] : 0;
+        assert_true(ends[k] > lo && ends[k] % 192 == 0);
+        for (uint32_t p = first[k]; p < (k < 2 ? first[k + 1] : 8); p++) {
+            vkt_param_info pi;
+            assert_vkt_ok(vkt_model_param_info(m, p, &pi));
+            assert_true(pi.offset >= lo && pi.offset + pi.numel <= ends[k] && pi.offset % 64 == 0);
+        }
+    }
+    assert_vkt_ok(vkt_model_get_params(m, p1));
+    assert_memory_equal(p0, p1, n * 4);
+    assert_vkt_ok(vkt_model_forward(m, &d.b, &loss1));
+    assert_true(loss1 == loss0);
+    float *g1 = grads_of(m, &d.b);
+    assert_memory_equal(g0, g1, n * 4);
+
+    /* The reference: the whole step on a model of the first layout. */
+    vkt_optim_opts o = VKT_OPTIM_OPTS_INIT;
+    o.type = VKT_OPTIM_ADAMW;
+    o.weight_decay = 0.01f;
+    vkt_model *ref = mlp(dev);
+    free(grads_of(ref, &d.b));
+    assert_vkt_ok(vkt_model_step(ref, &o, 0.01f));
+    assert_vkt_ok(vkt_model_get_params(ref, pr));
+
+    nn_piece pieces[3];
+    uint64_t total = 0;
+    for (uint32_t k = 0; k < 3; k++) {
+        uint64_t lo = k ? ends[k - 1] : 0, part = (ends[k] - lo) / 3;
+        pieces[k] = (nn_piece){lo + part, 0, part};
+        total += part;
+    }
+    nn_piece bad[2] = {pieces[1], pieces[0]};
+    assert_int_equal(vkt__nn_set_shard(m, 2, bad, false), VKT_ERR_INVALID_ARG);
+    assert_vkt_ok(vkt__nn_set_shard(m, 3, pieces, false));
+    assert_int_equal(m->shard_len, total);
+    assert_vkt_ok(vkt_model_step(m, &o, 0.01f));
+    assert_vkt_ok(vkt_model_get_params(m, p1));
+    uint64_t inside = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t f = flat_of(m, i);
+        bool mine = false;
+        for (uint32_t k = 0; k < 3; k++)
+            mine = mine || (f >= pieces[k].flat && f < pieces[k].flat + pieces[k].count);
+        inside += mine;
+        if (mine ? p1[i] != pr[i] : p1[i] != p0[i])
+            fail_msg("element %llu (flat %llu, %s the shard): %g, want %g", (unsigned long long)i,
+                     (unsigned long long)f, mine ? "in" : "outside", (double)p1[i],
+                     (double)(mine ? pr[i] : p0[i]));
+    }
+    assert_true(inside > 0 && inside < n);
+    /* once the optimizer has state, neither the shard nor the layout moves */
+    assert_int_equal(vkt__nn_set_shard(m, 3, pieces, false), VKT_ERR_INVALID_USAGE);
+    assert_int_equal(vkt__nn_relayout(m, 3, first, 192, ends), VKT_ERR_INVALID_USAGE);
+    free(p0);
+    free(p1);
+    free(pr);
+    free(g0);
+    free(g1);
+    vkt_model_destroy(ref);
+    vkt_model_destroy(m);
 }
 
 static void test_loss_scale_and_sumsq(void **state)
@@ -449,6 +545,7 @@ int main(void)
         cmocka_unit_test(test_gpt_tied_weight),
         cmocka_unit_test(test_gpt_grad_slots),
         cmocka_unit_test(test_gpt_gather_plan),
+        cmocka_unit_test(test_relayout_and_pieces),
         cmocka_unit_test(test_loss_scale_and_sumsq),
     };
     return cmocka_run_group_tests(tests, tgpu_group_setup, tgpu_group_teardown);

@@ -7,7 +7,9 @@
  *   schedule, world 2): the last 10 losses are bit-identical;
  * - re-shard: a ZeRO-2 checkpoint written at world 4 loads at world 2 under
  *   ZeRO-3 (parameters partitioned) with bit-identical weights, and
- *   training goes on;
+ *   training goes on; its index records DeepSpeed's layout: every rank one
+ *   range per bucket, the four ranges of a bucket equal, consecutive and
+ *   multiples of the alignment, tiling the padded flat buffer;
  * - a corrupted shard, a truncated shard and a checkpoint of another model
  *   each fail to load with an error that names the problem, on every rank;
  *   ranks with disagreeing configs are refused at create, and so is a model
@@ -20,6 +22,7 @@
 #include <unistd.h>
 
 #include "engine_util.h"
+#include "formats/ckpt_index.h"
 #include "test_gpu.h"
 
 #define TB 8
@@ -344,11 +347,41 @@ static void copy_step(const job *j, const char *dst)
     assert_int_equal(system(cmd), 0);
 }
 
+/* The layout in the index of the checkpoint in j->dir/run. */
+static void check_layout(const job *j, uint32_t world)
+{
+    char run[96], step_dir[512];
+    snprintf(run, sizeof run, "%s/run", j->dir);
+    vkt_ckpt_index *idx = NULL;
+    assert_vkt_ok(vkt__ckpt_open(run, step_dir, sizeof step_dir, &idx));
+    assert_int_equal(idx->world_size, world);
+    assert_int_equal(idx->alignment, 64);
+    size_t nb = idx->ranks[0].nranges;
+    assert_true(nb > 1); /* reduce_bucket_size makes several buckets */
+    uint64_t at = 0;
+    for (size_t b = 0; b < nb; b++) {
+        uint64_t part = idx->ranks[0].ranges[b].count;
+        assert_true(part > 0 && part % idx->alignment == 0);
+        for (uint32_t r = 0; r < world; r++) {
+            assert_int_equal(idx->ranks[r].nranges, nb);
+            assert_int_equal(idx->ranks[r].ranges[b].count, part);
+            assert_int_equal(idx->ranks[r].ranges[b].offset, at + r * part);
+        }
+        at += world * part;
+    }
+    assert_int_equal(at, idx->flat_length);
+    print_message("world %u checkpoint: %zu buckets, every rank %llu of %llu elements\n", world,
+                  nb, (unsigned long long)(idx->flat_length / world),
+                  (unsigned long long)idx->flat_length);
+    vkt__ckpt_index_free(idx);
+}
+
 static void test_reshard_and_bad_checkpoints(void **state)
 {
     job j;
     make_job(&j);
     launch(&j, W4_SAVE, 4);
+    check_layout(&j, 4);
     launch(&j, W2_LOAD, 2);
     char a[96], b[96];
     path_of(&j, "params-w4", a, sizeof a);
