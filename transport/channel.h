@@ -136,4 +136,53 @@ vkt_status vkt__chan_test(vkt_chan *c, vkt_chan_req *r, int *done);
 void vkt__req_push(vkt_chan_req **head, vkt_chan_req **tail, vkt_chan_req *r);
 void vkt__req_pop(vkt_chan_req **head, vkt_chan_req **tail);
 
+/* Frames in a byte ring (frame.c), for the ring channels (shm, verbs). A ring
+ * is data[cap] addressed by 64-bit stream positions (position % cap), with
+ * head/tail counters that each channel keeps its own way. Every frame is
+ * padded to a multiple of 8 bytes in the ring, so each header and payload
+ * starts 8-aligned: elements of any dtype are then aligned and never
+ * straddle the end of the ring, which lets a receiver reduce straight from
+ * ring memory. */
+/* Copy iov into the ring from position pos on, at most room bytes (the free
+ * space); returns the bytes copied. */
+size_t vkt__ring_write(char *data, size_t cap, uint64_t pos, size_t room,
+                       const struct iovec *iov, int niov);
+/* Copy from position pos on into iov, at most avail bytes (those arrived);
+ * returns the bytes copied. */
+size_t vkt__ring_read(const char *data, size_t cap, uint64_t pos, size_t avail,
+                      const struct iovec *iov, int niov);
+/* Reduce-on-receive for r (an irecv_reduce past its header): reduce the
+ * whole elements among the avail bytes at position pos into r->buf
+ * (buf = received op red_in), up to the rest of r's payload. Returns the
+ * bytes consumed; the caller moves its tail and the frame on by that. */
+size_t vkt__chan_req_reduce(vkt_chan_req *r, const char *data, size_t cap, uint64_t pos,
+                            size_t avail);
+/* irecv_reduce of the ring channels: c's irecv, then r marked to reduce. */
+vkt_status vkt__chan_irecv_reduce(vkt_chan *c, vkt_chan_req *r, void *buf, const void *in,
+                                  size_t len, vkt_dtype t, vkt_redop op);
+
+/* The frame stream of a ring channel: its queued sends and receives, the
+ * padding still to write / to skip, and the sequence numbers. */
+typedef struct vkt__ring_stream {
+    vkt_chan_req *sq, *sq_tail, *rq, *rq_tail;
+    size_t tx_pad, rx_skip;
+    uint64_t send_seq, recv_seq;
+} vkt__ring_stream;
+/* A ring channel's own byte movers, which keep its counters (and their
+ * memory ordering) its own way; ch is the channel. Copy into the ring up to
+ * its free space / out of it up to the arrived bytes; returns the bytes. */
+typedef size_t (*vkt__ring_copy_fn)(void *ch, const struct iovec *iov, int niov);
+/* vkt__chan_req_reduce at the ring's tail, consuming what it reduced. */
+typedef size_t (*vkt__ring_reduce_fn)(void *ch, vkt_chan_req *r);
+/* Write s's queued frames, each followed by its padding, with put until the
+ * ring is full or nothing is queued; a send is done once all of it is in
+ * the ring. Returns 1 when any byte moved. */
+int vkt__ring_send_some(vkt__ring_stream *s, vkt__ring_copy_fn put, void *ch);
+/* Read frames into s's posted receives with get (reduce for the payload of
+ * an irecv_reduce), skipping the padding, until the ring is empty or
+ * nothing is posted. *any = 1 when any byte was consumed. Errors: a bad
+ * frame from rank peer (vkt__frame_recv_advance). */
+vkt_status vkt__ring_recv_some(vkt__ring_stream *s, vkt__ring_copy_fn get,
+                               vkt__ring_reduce_fn reduce, void *ch, int peer, int *any);
+
 #endif

@@ -1,5 +1,7 @@
-/* The communicator's private state, shared by comm.c (API, setup, progress
- * thread) and ring.c (algorithms). Not installed. */
+/* The communicator's private state, shared by comm.c (API, options, progress
+ * thread), comm_link.c (ring setup), comm_auto.c (backend auto's verbs
+ * trial), comm_api.c (entry points), ring.c and p2p.c (algorithms). Not
+ * installed. */
 #ifndef VKT_TRANSPORT_COMM_INT_H
 #define VKT_TRANSPORT_COMM_INT_H
 
@@ -155,10 +157,51 @@ vkt_status vkt__p2p_run(vkt__op_ctx *x);
 /* All-reduce by recursive doubling (any rank count). */
 vkt_status vkt__rd_allreduce(vkt__op_ctx *x);
 void vkt__p2p_close(vkt_comm *c);
+
+/* ------------------------- ring setup (comm_link.c) and backend auto (comm_auto.c) -- */
+
+/* What this rank listens on while the ring forms: one listener per kind. */
+typedef struct vkt__listeners {
+    vkt_chan_listener *tcp, *shm, *verbs;
+    char host_id[128]; /* "" when shared memory is unavailable */
+} vkt__listeners;
+
+/* Backend auto with verbs: what failed on this rank's verbs links. With
+ * soft set, a verbs error while linking is recorded here instead of failing
+ * the setup, so that every rank can vote and fall back to tcp together. */
+typedef struct vkt__verbs_trial {
+    int soft;
+    int to_failed, from_failed;
+    char why[400]; /* the first failure, with the device in it */
+} vkt__verbs_trial;
+
 /* The channel kind and address to reach rank peer from its published
- * "tcp=...\nshm=...\n" (pub is cut into lines in place) (comm.c). */
+ * "tcp=...\nshm=...\n" (pub is cut into lines in place). */
 vkt_status vkt__choose_kind(const vkt_comm *c, const char *host_id, char *pub, int peer,
                             const vkt_channel_ops **ops, const char **addr);
+/* Backend tcp/shm/verbs/auto with 2+ ranks: open the listeners, publish
+ * vkt/chan/<rank>, and link to both ring neighbours. The listeners stay
+ * open in c for direct links. */
+vkt_status vkt__comm_setup_ring(vkt_comm *c, const char *listen_host);
+/* Backend gloo with 2+ ranks: check that the next rank uses Gloo too, then
+ * let Gloo connect its mesh through c->store. */
+vkt_status vkt__comm_setup_gloo(vkt_comm *c, const char *listen_host);
+/* Make the link to the next rank (do_to) and/or from the previous one
+ * (do_from) within comm_timeout_s; next_pub is the next rank's published
+ * text (cut into lines). With t->soft, verbs failures go to t instead of
+ * failing. */
+vkt_status vkt__comm_connect_ring(vkt_comm *c, const vkt_chan_config *cfg,
+                                  const vkt__listeners *ls, char *next_pub, int do_to,
+                                  int do_from, vkt__verbs_trial *t);
+/* Record what (the first failure wins) and clear the last error. */
+void vkt__comm_trial_fail(vkt__verbs_trial *t, const char *what);
+/* Backend auto, after the ring's links are made: probe the verbs links,
+ * vote through the store, and remake them over tcp on every rank when any
+ * rank's verbs failed. my_pub: what this rank published. */
+vkt_status vkt__comm_settle_auto(vkt_comm *c, const vkt_chan_config *cfg, vkt__listeners *ls,
+                                 const char *my_pub, char *next_pub, vkt__verbs_trial *t);
+
+/* ---------------------------------- the request queue (comm.c), the ring (ring.c) -- */
 
 const char *vkt__op_name(vkt__op_kind k);
 /* Queue a filled request for the progress thread (fails with the sticky

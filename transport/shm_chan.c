@@ -58,9 +58,7 @@ typedef struct shm_chan {
     int sock, efd_data, efd_space, producer, checksum;
     shm_ring *ring;
     size_t map_len;
-    uint64_t send_seq, recv_seq;
-    vkt_chan_req *sq, *sq_tail, *rq, *rq_tail;
-    size_t tx_pad, rx_skip; /* padding still to write / to skip (see pad_of) */
+    vkt__ring_stream fs; /* the frames through the ring (frame.c) */
 } shm_chan;
 
 typedef struct pending {
@@ -381,40 +379,43 @@ static void shm_close_listener(vkt_chan_listener *l)
     vkt_free(l);
 }
 
-/* ------------------------------------------------------------ data path -- */
+/* ------------------------------------------------------------ data path --
+ * The frames themselves are moved by vkt__ring_send_some / _recv_some
+ * (frame.c) through these three, which keep the ring's counters. */
 
 /* Copy up to the free space from iov into the ring; returns bytes copied. */
-static size_t ring_put(shm_ring *r, const struct iovec *iov, int niov)
+static size_t ring_put(void *ch, const struct iovec *iov, int niov)
 {
+    shm_ring *r = ((shm_chan *)ch)->ring;
     uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
-    size_t room = (size_t)(r->cap - (head - tail)), done = 0;
-    for (int i = 0; i < niov && room > done; i++) {
-        size_t n = iov[i].iov_len < room - done ? iov[i].iov_len : room - done;
-        size_t at = (size_t)((head + done) % r->cap), first = r->cap - at < n ? r->cap - at : n;
-        memcpy(r->data + at, iov[i].iov_base, first);
-        memcpy(r->data, (char *)iov[i].iov_base + first, n - first);
-        done += n;
-    }
+    size_t done = vkt__ring_write(r->data, r->cap, head, (size_t)(r->cap - (head - tail)), iov,
+                                  niov);
     atomic_store_explicit(&r->head, head + done, memory_order_release);
     return done;
 }
 
 /* Copy up to the available bytes from the ring into iov; returns bytes. */
-static size_t ring_get(shm_ring *r, const struct iovec *iov, int niov)
+static size_t ring_get(void *ch, const struct iovec *iov, int niov)
 {
+    shm_ring *r = ((shm_chan *)ch)->ring;
     uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
     uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
-    size_t avail = (size_t)(head - tail), done = 0;
-    for (int i = 0; i < niov && avail > done; i++) {
-        size_t n = iov[i].iov_len < avail - done ? iov[i].iov_len : avail - done;
-        size_t at = (size_t)((tail + done) % r->cap), first = r->cap - at < n ? r->cap - at : n;
-        memcpy(iov[i].iov_base, r->data + at, first);
-        memcpy((char *)iov[i].iov_base + first, r->data, n - first);
-        done += n;
-    }
+    size_t done = vkt__ring_read(r->data, r->cap, tail, (size_t)(head - tail), iov, niov);
     atomic_store_explicit(&r->tail, tail + done, memory_order_release);
     return done;
+}
+
+/* Reduce as many whole received elements as the ring holds straight into
+ * r->buf; returns the bytes consumed. */
+static size_t reduce_from_ring(void *ch, vkt_chan_req *r)
+{
+    shm_ring *ring = ((shm_chan *)ch)->ring;
+    uint64_t tail = atomic_load_explicit(&ring->tail, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&ring->head, memory_order_acquire);
+    size_t n = vkt__chan_req_reduce(r, ring->data, ring->cap, tail, (size_t)(head - tail));
+    if (n) atomic_store_explicit(&ring->tail, tail + n, memory_order_release);
+    return n;
 }
 
 static void efd_drain(int fd)
@@ -435,8 +436,8 @@ static vkt_status shm_isend(vkt_chan *ch, vkt_chan_req *r, const void *buf, size
 {
     shm_chan *c = (shm_chan *)ch;
     VKT_FAIL_IF(!c->producer, VKT_ERR_INTERNAL, "shm channels only send from the connecting side");
-    vkt__frame_prepare_send(r, c->send_seq++, c->checksum, buf, len);
-    vkt__req_push(&c->sq, &c->sq_tail, r);
+    vkt__frame_prepare_send(r, c->fs.send_seq++, c->checksum, buf, len);
+    vkt__req_push(&c->fs.sq, &c->fs.sq_tail, r);
     return VKT_OK;
 }
 
@@ -445,7 +446,7 @@ static vkt_status shm_irecv(vkt_chan *ch, vkt_chan_req *r, void *buf, size_t len
     shm_chan *c = (shm_chan *)ch;
     VKT_FAIL_IF(c->producer, VKT_ERR_INTERNAL, "shm channels only receive on the accepting side");
     vkt__frame_prepare_recv(r, buf, len);
-    vkt__req_push(&c->rq, &c->rq_tail, r);
+    vkt__req_push(&c->fs.rq, &c->fs.rq_tail, r);
     return VKT_OK;
 }
 
@@ -457,125 +458,27 @@ static int peer_gone(const shm_chan *c)
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
-/* Every frame is padded to a multiple of 8 bytes in the ring, so each header
- * and payload starts 8-aligned: elements of any dtype are then aligned and
- * never straddle the end of the ring, which lets a receiver reduce straight
- * from ring memory. */
-static size_t pad_of(size_t len) { return (8 - (len & 7)) & 7; }
-
-static const char zeros[8];
-
-/* Write queued frames (and the padding after each) into the ring. */
-static int send_some(shm_chan *c)
-{
-    int any = 0;
-    for (;;) {
-        if (c->tx_pad) {
-            struct iovec z = {(void *)zeros, c->tx_pad};
-            size_t n = ring_put(c->ring, &z, 1);
-            if (!n) return any;
-            c->tx_pad -= n;
-            any = 1;
-            continue;
-        }
-        if (!c->sq) return any;
-        struct iovec iov[2];
-        size_t n = ring_put(c->ring, iov, vkt__frame_iov(c->sq, iov));
-        if (!n) return any;
-        any = 1;
-        c->sq->off += n;
-        if (c->sq->off == VKT_CHAN_HDR_BYTES + c->sq->len) {
-            c->tx_pad = pad_of(c->sq->len);
-            c->sq->done = 1;
-            vkt__req_pop(&c->sq, &c->sq_tail);
-        }
-    }
-}
-
-/* Reduce as many whole received elements as the ring holds straight into
- * r->buf; returns the bytes consumed. */
-static size_t reduce_from_ring(shm_chan *c, vkt_chan_req *r)
-{
-    shm_ring *ring = c->ring;
-    size_t es = vkt_dtype_size(r->red_dtype), poff = r->off - VKT_CHAN_HDR_BYTES;
-    uint64_t tail = atomic_load_explicit(&ring->tail, memory_order_relaxed);
-    uint64_t head = atomic_load_explicit(&ring->head, memory_order_acquire);
-    size_t n = (size_t)(head - tail) < r->len - poff ? (size_t)(head - tail) : r->len - poff;
-    n -= n % es;
-    if (!n) return 0;
-    size_t at = (size_t)(tail % ring->cap), first = ring->cap - at < n ? ring->cap - at : n;
-    vkt__reduce(r->buf + poff, ring->data + at, r->red_in + poff, first / es, r->red_dtype,
-                r->red_op);
-    if (n > first)
-        vkt__reduce(r->buf + poff + first, ring->data, r->red_in + poff + first,
-                    (n - first) / es, r->red_dtype, r->red_op);
-    atomic_store_explicit(&ring->tail, tail + n, memory_order_release);
-    return n;
-}
-
-/* Read frames from the ring; *any = 1 when bytes were consumed. */
-static vkt_status recv_some(shm_chan *c, int *any)
-{
-    for (;;) {
-        if (c->rx_skip) {
-            char sink[8];
-            struct iovec z = {sink, c->rx_skip};
-            size_t n = ring_get(c->ring, &z, 1);
-            if (!n) return VKT_OK;
-            c->rx_skip -= n;
-            *any = 1;
-            continue;
-        }
-        vkt_chan_req *r = c->rq;
-        if (!r) return VKT_OK;
-        struct iovec iov[2];
-        size_t n;
-        int niov = vkt__frame_iov(r, iov), fin;
-        if (r->red_in && r->off >= VKT_CHAN_HDR_BYTES)
-            n = reduce_from_ring(c, r);
-        else /* a reduced frame's header is read (and checked) on its own */
-            n = ring_get(c->ring, iov, r->red_in ? 1 : niov);
-        if (!n) return VKT_OK;
-        *any = 1;
-        VKT_CHECK(vkt__frame_recv_advance(r, n, c->base.peer, &c->recv_seq, &fin));
-        if (fin) {
-            c->rx_skip = pad_of(r->len);
-            vkt__req_pop(&c->rq, &c->rq_tail);
-        }
-    }
-}
-
 static vkt_status shm_progress(vkt_chan *ch, int *moved)
 {
     shm_chan *c = (shm_chan *)ch;
     int any = 0;
     efd_drain(c->producer ? c->efd_space : c->efd_data); /* before looking: no lost wake-up */
     if (c->producer)
-        any = send_some(c);
+        any = vkt__ring_send_some(&c->fs, ring_put, c);
     else
-        VKT_CHECK(recv_some(c, &any));
+        VKT_CHECK(vkt__ring_recv_some(&c->fs, ring_get, reduce_from_ring, c, c->base.peer, &any));
     if (any) efd_kick(c->producer ? c->efd_data : c->efd_space);
     *moved |= any;
-    VKT_FAIL_IF(!any && (c->sq || c->rq) && peer_gone(c), VKT_ERR_REMOTE,
+    VKT_FAIL_IF(!any && (c->fs.sq || c->fs.rq) && peer_gone(c), VKT_ERR_REMOTE,
                 "rank %d closed its connection (it exited or failed; check its log)",
                 c->base.peer);
-    return VKT_OK;
-}
-
-static vkt_status shm_irecv_reduce(vkt_chan *ch, vkt_chan_req *r, void *buf, const void *in,
-                                   size_t len, vkt_dtype t, vkt_redop op)
-{
-    VKT_CHECK(shm_irecv(ch, r, buf, len));
-    r->red_in = in;
-    r->red_dtype = t;
-    r->red_op = op;
     return VKT_OK;
 }
 
 static int shm_poll_fds(const vkt_chan *ch, struct pollfd *p)
 {
     const shm_chan *c = (const shm_chan *)ch;
-    short ev = (short)(c->sq || c->rq ? POLLIN : 0);
+    short ev = (short)(c->fs.sq || c->fs.rq ? POLLIN : 0);
     p[0] = (struct pollfd){c->producer ? c->efd_space : c->efd_data, ev, 0};
     p[1] = (struct pollfd){c->sock, ev, 0};
     return 2;
@@ -600,7 +503,7 @@ const vkt_channel_ops vkt__shm_channel = {
     .accept = shm_accept,
     .isend = shm_isend,
     .irecv = shm_irecv,
-    .irecv_reduce = shm_irecv_reduce,
+    .irecv_reduce = vkt__chan_irecv_reduce,
     .progress = shm_progress,
     .test = vkt__chan_test,
     .poll_fds = shm_poll_fds,

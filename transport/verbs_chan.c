@@ -125,24 +125,14 @@ static void drain_events(vb_chan *c)
 }
 
 /* Copy up to the free ring space from iov into the staging ring. */
-static size_t stage(vb_chan *c, const struct iovec *iov, int niov)
+static size_t stage(void *ch, const struct iovec *iov, int niov)
 {
-    size_t room = (size_t)(c->cap - (c->head - c->tail)), done = 0;
-    for (int i = 0; i < niov && room > done; i++) {
-        size_t n = iov[i].iov_len < room - done ? iov[i].iov_len : room - done;
-        size_t at = (size_t)((c->head + done) % c->cap);
-        size_t first = c->cap - at < n ? c->cap - at : n;
-        memcpy(c->ring->mem + at, iov[i].iov_base, first);
-        memcpy(c->ring->mem, (char *)iov[i].iov_base + first, n - first);
-        done += n;
-    }
+    vb_chan *c = ch;
+    size_t done = vkt__ring_write(c->ring->mem, c->cap, c->head,
+                                  (size_t)(c->cap - (c->head - c->tail)), iov, niov);
     c->head += done;
     return done;
 }
-
-static size_t pad_of(size_t len) { return (8 - (len & 7)) & 7; }
-
-static const char zeros[8];
 
 /* Post RDMA writes for the staged bytes not yet on the wire. */
 static vkt_status post_writes(vb_chan *c)
@@ -177,94 +167,28 @@ static vkt_status post_writes(vb_chan *c)
  * call would post (the ring stops calling progress once its sends are done). */
 static int send_some(vb_chan *c)
 {
-    int any = 0;
     if (c->wr_credits < 2 || c->sends_out > VB_MAX_SENDS - 2) return 0;
-    for (;;) {
-        if (c->tx_pad) {
-            struct iovec z = {(void *)zeros, c->tx_pad};
-            size_t n = stage(c, &z, 1);
-            if (!n) return any;
-            c->tx_pad -= n;
-            any = 1;
-            continue;
-        }
-        if (!c->sq) return any;
-        struct iovec iov[2];
-        size_t n = stage(c, iov, vkt__frame_iov(c->sq, iov));
-        if (!n) return any;
-        any = 1;
-        c->sq->off += n;
-        if (c->sq->off == VKT_CHAN_HDR_BYTES + c->sq->len) {
-            c->tx_pad = pad_of(c->sq->len);
-            c->sq->done = 1;
-            vkt__req_pop(&c->sq, &c->sq_tail);
-        }
-    }
+    return vkt__ring_send_some(&c->fs, stage, c);
 }
 
 /* Copy up to the arrived bytes from the ring into iov. */
-static size_t take(vb_chan *c, const struct iovec *iov, int niov)
+static size_t take(void *ch, const struct iovec *iov, int niov)
 {
-    size_t avail = (size_t)(c->head - c->tail), done = 0;
-    for (int i = 0; i < niov && avail > done; i++) {
-        size_t n = iov[i].iov_len < avail - done ? iov[i].iov_len : avail - done;
-        size_t at = (size_t)((c->tail + done) % c->cap);
-        size_t first = c->cap - at < n ? c->cap - at : n;
-        memcpy(iov[i].iov_base, c->ring->mem + at, first);
-        memcpy((char *)iov[i].iov_base + first, c->ring->mem, n - first);
-        done += n;
-    }
+    vb_chan *c = ch;
+    size_t done = vkt__ring_read(c->ring->mem, c->cap, c->tail, (size_t)(c->head - c->tail),
+                                 iov, niov);
     c->tail += done;
     return done;
 }
 
 /* Reduce the whole arrived elements straight from the ring into r->buf. */
-static size_t reduce_from_ring(vb_chan *c, vkt_chan_req *r)
+static size_t reduce_from_ring(void *ch, vkt_chan_req *r)
 {
-    size_t es = vkt_dtype_size(r->red_dtype), poff = r->off - VKT_CHAN_HDR_BYTES;
-    size_t n = (size_t)(c->head - c->tail);
-    if (n > r->len - poff) n = r->len - poff;
-    n -= n % es;
-    if (!n) return 0;
-    size_t at = (size_t)(c->tail % c->cap), first = c->cap - at < n ? c->cap - at : n;
-    vkt__reduce(r->buf + poff, c->ring->mem + at, r->red_in + poff, first / es, r->red_dtype,
-                r->red_op);
-    if (n > first)
-        vkt__reduce(r->buf + poff + first, c->ring->mem, r->red_in + poff + first,
-                    (n - first) / es, r->red_dtype, r->red_op);
+    vb_chan *c = ch;
+    size_t n = vkt__chan_req_reduce(r, c->ring->mem, c->cap, c->tail,
+                                    (size_t)(c->head - c->tail));
     c->tail += n;
     return n;
-}
-
-static vkt_status recv_some(vb_chan *c, int *any)
-{
-    for (;;) {
-        if (c->rx_skip) {
-            char sink[8];
-            struct iovec z = {sink, c->rx_skip};
-            size_t n = take(c, &z, 1);
-            if (!n) return VKT_OK;
-            c->rx_skip -= n;
-            *any = 1;
-            continue;
-        }
-        vkt_chan_req *r = c->rq;
-        if (!r) return VKT_OK;
-        struct iovec iov[2];
-        size_t n;
-        int niov = vkt__frame_iov(r, iov), fin;
-        if (r->red_in && r->off >= VKT_CHAN_HDR_BYTES)
-            n = reduce_from_ring(c, r);
-        else
-            n = take(c, iov, r->red_in ? 1 : niov);
-        if (!n) return VKT_OK;
-        *any = 1;
-        VKT_CHECK(vkt__frame_recv_advance(r, n, c->base.peer, &c->recv_seq, &fin));
-        if (fin) {
-            c->rx_skip = pad_of(r->len);
-            vkt__req_pop(&c->rq, &c->rq_tail);
-        }
-    }
 }
 
 /* Tell the sender about freed ring space and refilled receives. */
@@ -303,7 +227,7 @@ static vkt_status move(vb_chan *c, int *any)
         VKT_CHECK(post_writes(c));
     } else {
         int got = 0;
-        VKT_CHECK(recv_some(c, &got));
+        VKT_CHECK(vkt__ring_recv_some(&c->fs, take, reduce_from_ring, c, c->base.peer, &got));
         *any |= got;
         VKT_CHECK(send_credits(c));
     }
@@ -335,7 +259,8 @@ static vkt_status verbs_progress(vkt_chan *ch, int *moved)
     VKT_CHECK(move(c, &any));
     /* Bounded busy-poll: an RDMA completion is usually microseconds away,
      * far less than a sleep in poll() and a wake-up would cost. */
-    for (int i = 0; !any && (c->sq || c->rq) && i < SPIN_POLLS; i++) VKT_CHECK(move(c, &any));
+    for (int i = 0; !any && (c->fs.sq || c->fs.rq) && i < SPIN_POLLS; i++)
+        VKT_CHECK(move(c, &any));
     if (!any && !c->armed) {
         /* Arm, then look once more: a completion that came in between would
          * otherwise raise no event and we would sleep past it. */
@@ -344,7 +269,7 @@ static vkt_status verbs_progress(vkt_chan *ch, int *moved)
         c->armed = 1;
         VKT_CHECK(move(c, &any));
     }
-    if (!any && (c->sq || c->rq)) { /* the peer may be gone: the tcp link says so */
+    if (!any && (c->fs.sq || c->fs.rq)) { /* the peer may be gone: the tcp link says so */
         int m = 0;
         vkt_status st = c->tcp->ops->progress(c->tcp, &m);
         VKT_FAIL_IF(st != VKT_OK || c->tcp_bye.done, VKT_ERR_REMOTE, "verbs channel %s rank %d "
@@ -361,8 +286,8 @@ static vkt_status verbs_isend(vkt_chan *ch, vkt_chan_req *r, const void *buf, si
     vb_chan *c = (vb_chan *)ch;
     VKT_FAIL_IF(!c->sender, VKT_ERR_INTERNAL, "verbs channels only send from the connecting "
                 "side");
-    vkt__frame_prepare_send(r, c->send_seq++, c->checksum, buf, len);
-    vkt__req_push(&c->sq, &c->sq_tail, r);
+    vkt__frame_prepare_send(r, c->fs.send_seq++, c->checksum, buf, len);
+    vkt__req_push(&c->fs.sq, &c->fs.sq_tail, r);
     return VKT_OK;
 }
 
@@ -372,24 +297,14 @@ static vkt_status verbs_irecv(vkt_chan *ch, vkt_chan_req *r, void *buf, size_t l
     VKT_FAIL_IF(c->sender, VKT_ERR_INTERNAL, "verbs channels only receive on the accepting "
                 "side");
     vkt__frame_prepare_recv(r, buf, len);
-    vkt__req_push(&c->rq, &c->rq_tail, r);
-    return VKT_OK;
-}
-
-static vkt_status verbs_irecv_reduce(vkt_chan *ch, vkt_chan_req *r, void *buf, const void *in,
-                                     size_t len, vkt_dtype t, vkt_redop op)
-{
-    VKT_CHECK(verbs_irecv(ch, r, buf, len));
-    r->red_in = in;
-    r->red_dtype = t;
-    r->red_op = op;
+    vkt__req_push(&c->fs.rq, &c->fs.rq_tail, r);
     return VKT_OK;
 }
 
 static int verbs_poll_fds(const vkt_chan *ch, struct pollfd *p)
 {
     const vb_chan *c = (const vb_chan *)ch;
-    short ev = (short)(c->sq || c->rq ? POLLIN : 0);
+    short ev = (short)(c->fs.sq || c->fs.rq ? POLLIN : 0);
     p[0] = (struct pollfd){c->cc->fd, c->ready ? ev : 0, 0}; /* before: the answer on tcp */
     c->tcp->ops->poll_fds(c->tcp, p + 1);
     p[1].events |= ev; /* keep the tcp channel's own (POLLOUT for a partial send) */
@@ -399,7 +314,7 @@ static int verbs_poll_fds(const vkt_chan *ch, struct pollfd *p)
 int vkt__verbs_sent(const vkt_chan *ch)
 {
     const vb_chan *c = (const vb_chan *)ch;
-    return !c->sender || (c->ready && !c->sq && !c->tx_pad && c->posted == c->head &&
+    return !c->sender || (c->ready && !c->fs.sq && !c->fs.tx_pad && c->posted == c->head &&
                           c->sends_out == 0);
 }
 
@@ -413,7 +328,7 @@ const vkt_channel_ops vkt__verbs_channel = {
     .accept = vkt__vb_accept,
     .isend = verbs_isend,
     .irecv = verbs_irecv,
-    .irecv_reduce = verbs_irecv_reduce,
+    .irecv_reduce = vkt__chan_irecv_reduce,
     .progress = verbs_progress,
     .test = vkt__chan_test,
     .poll_fds = verbs_poll_fds,

@@ -117,9 +117,7 @@ typedef struct vb_chan {
      * by credits (sender) / arrived and consumed (receiver) */
     uint64_t head, posted, tail, reported;
     int wr_credits, sends_out, recv_refilled;
-    uint64_t send_seq, recv_seq;
-    vkt_chan_req *sq, *sq_tail, *rq, *rq_tail;
-    size_t tx_pad, rx_skip;
+    vkt__ring_stream fs; /* the frames through the ring (frame.c) */
     vkt_chan *tcp;        /* setup, then liveness */
     vkt_chan_req tcp_bye; /* a receive that only ends when the peer goes away */
     unsigned char bye_byte;
