@@ -110,6 +110,7 @@ typedef struct vkt_config {
     uint32_t device_count;                   /* 0: "auto" (LOCAL_RANK's device) */
     char **devices;                          /* selectors, one per local rank */
     double comm_timeout_s;                   /* 300 */
+    double gpu_timeout_s;                    /* 300: the engine's waits for its GPU work */
     bool rank_batch_auto;                    /* "auto": split from a timing probe */
     uint64_t *rank_batch;                    /* world_size micro-batch sizes */
     char *metrics_file;                      /* NULL: none */

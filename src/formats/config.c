@@ -37,7 +37,7 @@ static const char *const zero_keys[] = {
     "stage3_prefetch_bucket_size", "prefetch_bucket_size", "stage3_param_persistence_threshold",
     "param_persistence_threshold", "stage3_max_live_parameters", "max_live_parameters",
     "stage3_max_reuse_distance", "max_reuse_distance", NULL};
-static const char *const vktrain_keys[] = {"backend", "devices", "comm_timeout_s",
+static const char *const vktrain_keys[] = {"backend", "devices", "comm_timeout_s", "gpu_timeout_s",
                                            "rank_batch", "metrics_file",
                                            "allow_unauthenticated", "seed",
                                            "check_replicas_every", NULL};
@@ -71,6 +71,7 @@ static void set_defaults(vkt_config *cfg, uint32_t world)
     cfg->steps_per_print = 10;
     cfg->backend = VKT_CONFIG_BACKEND_AUTO;
     cfg->comm_timeout_s = 300.0; /* vkt_comm_opts' default */
+    cfg->gpu_timeout_s = 300.0;
     cfg->seed = 1234;            /* DeepSpeed's data sampler and Megatron use 1234 */
 }
 
@@ -583,6 +584,8 @@ static vkt_status parse_vktrain(vkt__cfg_ctx *c, json_t *root, bool *weighted)
     VKT_CHECK(parse_backend(c, v));
     VKT_CHECK(parse_devices(c, v));
     VKT_CHECK(vkt__cfg_real(c, v, "vktrain", "comm_timeout_s", 1e-3, 1e9, &cfg->comm_timeout_s,
+                            NULL));
+    VKT_CHECK(vkt__cfg_real(c, v, "vktrain", "gpu_timeout_s", 1e-3, 1e9, &cfg->gpu_timeout_s,
                             NULL));
     VKT_CHECK(parse_rank_batch(c, v, weighted));
     VKT_CHECK(vkt__cfg_str(c, v, "vktrain", "metrics_file", &metrics, &has_metrics));

@@ -75,9 +75,9 @@ static json_t *vktrain_json(const vkt_config *c)
         for (uint32_t r = 0; rb && r < c->world_size; r++)
             json_array_append_new(rb, json_integer((json_int_t)c->rank_batch[r]));
     }
-    return json_pack("{s:s, s:o, s:f, s:o*, s:s*, s:b, s:I, s:I}", "backend",
+    return json_pack("{s:s, s:o, s:f, s:f, s:o*, s:s*, s:b, s:I, s:I}", "backend",
                      vkt_config_backend_name(c->backend), "devices", devices, "comm_timeout_s",
-                     c->comm_timeout_s, "rank_batch", rb, "metrics_file", c->metrics_file,
+                     c->comm_timeout_s, "gpu_timeout_s", c->gpu_timeout_s, "rank_batch", rb, "metrics_file", c->metrics_file,
                      "allow_unauthenticated", c->allow_unauthenticated, "seed",
                      (json_int_t)c->seed, "check_replicas_every",
                      (json_int_t)c->check_replicas_every);

@@ -413,7 +413,8 @@ static const char *const all_paths[] = {
     "zero_optimization.allgather_partitions", "zero_optimization.stage3_prefetch_bucket_size",
     "zero_optimization.stage3_param_persistence_threshold",
     "zero_optimization.stage3_max_live_parameters", "zero_optimization.stage3_max_reuse_distance",
-    "vktrain.backend", "vktrain.devices", "vktrain.comm_timeout_s", "vktrain.rank_batch",
+    "vktrain.backend", "vktrain.devices", "vktrain.comm_timeout_s", "vktrain.gpu_timeout_s",
+    "vktrain.rank_batch",
     "vktrain.metrics_file", "vktrain.allow_unauthenticated", "vktrain.seed",
     "vktrain.check_replicas_every",
 };

@@ -84,12 +84,6 @@ void vkt__engine_gathers_abort(vkt_engine *e)
     }
 }
 
-static uint64_t timeout_ns(const vkt_engine *e)
-{
-    double s = e->cfg->comm_timeout_s > 0 ? e->cfg->comm_timeout_s : 300;
-    return (uint64_t)(s * 1e9);
-}
-
 /* The forward with each segment's groups gathered first. */
 static vkt_status forward_gathered(vkt_engine *e, const vkt_batch *b, float *loss)
 {
@@ -106,7 +100,7 @@ static vkt_status forward_gathered(vkt_engine *e, const vkt_batch *b, float *los
         st = vkt__engine_gathers_finish(e, m->fgath, m->nfgath, s, gbase);
         if (st == VKT_OK && s + 1 < nseg)
             st = vkt__engine_gathers_post(e, m->fgath, m->nfgath, s + 1);
-        if (st == VKT_OK) st = vkt_timeline_wait(e->timeline, base + s + 1, timeout_ns(e));
+        if (st == VKT_OK) st = vkt__engine_wait_gpu(e, base + s + 1);
         if (st != VKT_OK) st = vkt__error_context(st, "engine: forward segment %u", s);
     }
     if (st != VKT_OK) {

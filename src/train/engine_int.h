@@ -85,6 +85,9 @@ vkt_status vkt__engine_backward_sync(vkt_engine *e);
 vkt_status vkt__engine_finish_sync(vkt_engine *e);
 /* Seconds on a monotonic clock. */
 double vkt__engine_now(void);
+/* Wait until the engine's timeline reaches v (its GPU work up to there is
+ * done), at most vktrain.gpu_timeout_s; a timeout's error says so. */
+vkt_status vkt__engine_wait_gpu(vkt_engine *e, uint64_t v);
 /* The backward of a micro-batch that is not a boundary: in slot mode its
  * gradients are reduced right away (DeepSpeed's stage 2 reduces every
  * micro-batch); otherwise they accumulate locally (no_sync). */

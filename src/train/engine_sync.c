@@ -164,12 +164,6 @@ static vkt_status post_bucket(vkt_engine *e, char *base, uint32_t b)
                                          m->dtype, VKT_REDOP_SUM, &e->reqs[b]);
 }
 
-static uint64_t timeout_ns(const vkt_engine *e)
-{
-    double s = e->cfg->comm_timeout_s > 0 ? e->cfg->comm_timeout_s : 300;
-    return (uint64_t)(s * 1e9);
-}
-
 double vkt__engine_now(void)
 {
     struct timespec ts;
@@ -189,21 +183,26 @@ static void poll_done(vkt_engine *e)
     }
 }
 
+/* The engine's own deadline for its GPU work (vktrain.gpu_timeout_s). */
+static double gpu_timeout_s(const vkt_engine *e)
+{
+    return e->cfg->gpu_timeout_s > 0 ? e->cfg->gpu_timeout_s : 300;
+}
+
 /* A segment that did not finish in time: say whose deadline it was. */
 static vkt_status segment_late(const vkt_engine *e, vkt_status st)
 {
     if (st != VKT_ERR_TIMEOUT) return st;
-    return vkt__error_context(st, "not done within vktrain.comm_timeout_s (%g s), which the "
-                              "engine's GPU waits share; raise it for a slow device (first "
-                              "steps compile shaders)", (double)timeout_ns(e) * 1e-9);
+    return vkt__error_context(st, "the GPU did not finish it within vktrain.gpu_timeout_s (%g "
+                              "s); raise it for a slow device (the first steps also compile "
+                              "shaders)", gpu_timeout_s(e));
 }
 
-/* Wait for timeline value v. With timing on, wake every 100 µs to see
- * which reductions finished meanwhile. */
-static vkt_status wait_segment(vkt_engine *e, uint64_t v)
+vkt_status vkt__engine_wait_gpu(vkt_engine *e, uint64_t v)
 {
-    if (!e->timing) return segment_late(e, vkt_timeline_wait(e->timeline, v, timeout_ns(e)));
-    double end = vkt__engine_now() + (double)timeout_ns(e) * 1e-9;
+    uint64_t ns = (uint64_t)(gpu_timeout_s(e) * 1e9);
+    if (!e->timing) return segment_late(e, vkt_timeline_wait(e->timeline, v, ns));
+    double end = vkt__engine_now() + gpu_timeout_s(e);
     for (;;) {
         vkt_status st = vkt_timeline_wait(e->timeline, v, 100000);
         poll_done(e);
@@ -306,7 +305,7 @@ static vkt_status backward_slots(vkt_engine *e)
             if (st != VKT_OK) return slots_abort(e, st);
         }
         while (st == VKT_OK && e->released < m->seg_wait[s]) st = release_next(e);
-        if (st == VKT_OK) st = wait_segment(e, base + s + 1);
+        if (st == VKT_OK) st = vkt__engine_wait_gpu(e, base + s + 1);
         if (st != VKT_OK)
             return slots_abort(e, vkt__error_context(st, "engine: backward segment %u", s));
         double now = vkt__engine_now() - e->t0;
@@ -367,7 +366,7 @@ vkt_status vkt__engine_backward_sync(vkt_engine *e)
     uint32_t nseg = vkt_model_backward_segments(m);
     e->sync_started = true;
     for (uint32_t s = 0; s < nseg; s++) {
-        vkt_status st = wait_segment(e, base + s + 1);
+        vkt_status st = vkt__engine_wait_gpu(e, base + s + 1);
         if (st != VKT_OK) return vkt__error_context(st, "engine: backward segment %u", s);
         double now = vkt__engine_now() - e->t0;
         for (uint32_t b = 0; b < e->nbuckets; b++) {

@@ -85,6 +85,7 @@ static void defaults(void **state)
     assert_int_equal(c->backend, VKT_CONFIG_BACKEND_AUTO);
     assert_int_equal(c->device_count, 0);
     assert_true(c->comm_timeout_s == 300.0);
+    assert_true(c->gpu_timeout_s == 300.0);
     assert_false(c->rank_batch_auto);
     assert_int_equal(c->rank_batch[0], 8);
     assert_null(c->metrics_file);
@@ -246,6 +247,8 @@ static void error_classes(void **state)
                "vktrain.devices = []", NULL);
     fails_with("{\"train_batch_size\": 8, \"vktrain\": {\"comm_timeout_s\": 0}}", 1,
                "vktrain.comm_timeout_s = 0", NULL);
+    fails_with("{\"train_batch_size\": 8, \"vktrain\": {\"gpu_timeout_s\": -1}}", 1,
+               "vktrain.gpu_timeout_s = -1", NULL);
     fails_with("{\"train_batch_size\": 8, \"vktrain\": {\"metrics_file\": \"\"}}", 1,
                "vktrain.metrics_file", NULL);
     /* bad options */
@@ -514,7 +517,8 @@ static void round_trip(void **state)
                        " \"zero_optimization\": {\"stage\": 1},"
                        " \"vktrain\": {\"backend\": \"shm\", \"devices\": [0, \"llvmpipe\"],"
                        " \"rank_batch\": [2, 4], \"metrics_file\": \"m.jsonl\", \"seed\": 7,"
-                       " \"allow_unauthenticated\": true, \"comm_timeout_s\": 30}}";
+                       " \"allow_unauthenticated\": true, \"comm_timeout_s\": 30,"
+                       " \"gpu_timeout_s\": 45.5}}";
     vkt_config *a = parse_w(text, 2, VKT_OK), *b = NULL;
     char *json = NULL, *json2 = NULL;
     assert_int_equal(vkt_config_to_json(a, &json), VKT_OK);
@@ -532,6 +536,7 @@ static void round_trip(void **state)
     assert_string_equal(b->devices[1], "llvmpipe");
     assert_string_equal(b->metrics_file, "m.jsonl");
     assert_int_equal(b->seed, 7);
+    assert_true(b->gpu_timeout_s == 45.5);
     assert_true(b->fp16_scaler.loss_scale == 128);
     assert_int_equal(b->scheduler.total_num_steps, 500);
     assert_int_equal(b->optimizer.type, VKT_OPTIM_SGD);
