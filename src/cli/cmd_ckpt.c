@@ -69,6 +69,12 @@ static void info_text(const char *dir, const vkt_ckpt_index *x, vkt_status vst)
     printf("%s\n", x->nstates ? "" : " none");
     printf("params      %zu tensors, %" PRIu64 " elements (flat buffer %" PRIu64
            ", alignment %" PRIu64 ")\n", x->nparams, total_numel(x), x->flat_length, x->alignment);
+    for (uint32_t r = 0; r < x->world_size; r++) {
+        uint64_t n = 0;
+        for (size_t k = 0; k < x->ranks[r].nranges; k++) n += x->ranks[r].ranges[k].count;
+        printf("shard       rank %u  %" PRIu64 " elements in %zu range%s\n", r, n,
+               x->ranks[r].nranges, x->ranks[r].nranges == 1 ? "" : "s");
+    }
     for (uint32_t r = 0; r < x->world_size; r++)
         for (size_t j = 0; j < x->ranks[r].nfiles; j++) {
             const vkt_ckpt_filerec *f = &x->ranks[r].files[j];

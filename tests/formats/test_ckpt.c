@@ -689,6 +689,7 @@ static void cli_consolidate_and_info(void **state)
     json_decref(j);
     assert_int_equal(cli("ckpt info %s", run), 0);
     assert_non_null(strstr(out, "world size 4, ZeRO stage 2"));
+    assert_non_null(strstr(out, "shard       rank 3  "));
     assert_non_null(strstr(out, "checksums   verified"));
 
     flip_byte("rank_00003.safetensors", -1);
