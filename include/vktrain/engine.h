@@ -30,12 +30,14 @@
  *   - DDP (zero stage 0): the flat gradient buffer is cut into buckets of
  *     reduce_bucket_size elements; the backward runs in segments, and each
  *     bucket's all-reduce starts as soon as its segment has finished, while
- *     the rest of the backward runs (on devices whose memory the host can
- *     map: integrated GPUs, lavapipe; a discrete GPU's gradients are still
- *     downloaded after the whole backward, without overlap);
- *   - ZeRO stages 1 and 2 (DeepSpeed's layout): at world > 1 the flat
- *     buffer is laid out again in buckets of whole parameters (up to
- *     reduce_bucket_size elements), each padded to a multiple of world x 64
+ *     the rest of the backward runs. On a device whose memory the host
+ *     cannot map (a discrete GPU) each segment also copies the buckets it
+ *     finalises into a host-visible staging buffer, which the host reduces,
+ *     and the result is uploaded after the last bucket;
+ *   - ZeRO stages 1 and 2 (equal counts, as DeepSpeed pads its partitions):
+ *     at world > 1 the flat buffer is laid out again in buckets of whole
+ *     parameters (about reduce_bucket_size elements; a longer parameter is
+ *     a bucket of its own), each padded to a multiple of world x 64
  *     elements, and rank r owns the r-th 1/world of every bucket, so every
  *     reduce-scatter and all-gather has equal counts and every rank's shard
  *     the same length (vkt_model_param_info's offsets change accordingly).

@@ -78,6 +78,10 @@ typedef struct vkt_allocator_state {
     uint64_t block_size;
     uint64_t limit;
     vkt_memory_stats stats;
+    /* VKT_EMULATE_DISCRETE=1 (tests): device buffers are never mapped, as
+     * on a discrete GPU, so a unified device (lavapipe) runs the staging
+     * paths; caps.unified_memory reads false. */
+    bool unmapped_device;
 } vkt_allocator_state;
 
 vkt_status vkt__mem_init(vkt_device *dev, uint64_t block_size, uint64_t limit);

@@ -27,6 +27,7 @@ struct vkt_mem_block {
     uint32_t nallocs;  /* live allocations: free ranges never exceed nallocs + 1 */
     bool dedicated;
     bool internal;     /* the runtime's own (staging): not in stats or the limit */
+    bool unmapped;     /* device memory under VKT_EMULATE_DISCRETE: never mapped */
     void *mapped;
     range *free;
     uint32_t nfree, capfree;
@@ -41,6 +42,8 @@ vkt_status vkt__mem_init(vkt_device *dev, uint64_t block_size, uint64_t limit)
     if (dev->caps.max_allocation_size && m->block_size > dev->caps.max_allocation_size)
         m->block_size = dev->caps.max_allocation_size;
     m->limit = limit;
+    m->unmapped_device = vkt__env_int("VKT_EMULATE_DISCRETE", 0) != 0;
+    if (m->unmapped_device) dev->caps.unified_memory = false;
     return VKT_OK;
 }
 
@@ -114,7 +117,7 @@ vkt_status vkt__mem_pick_type(vkt_device *dev, vkt_memory_kind kind, uint32_t ty
 }
 
 static vkt_status block_create(vkt_device *dev, uint32_t type, uint64_t size, bool dedicated,
-                               bool internal, vkt_mem_block **out)
+                               bool internal, bool unmapped, vkt_mem_block **out)
 {
     vkt_allocator_state *m = &dev->mem;
     uint32_t heap = dev->memprops.memoryTypes[type].heapIndex;
@@ -144,7 +147,8 @@ static vkt_status block_create(vkt_device *dev, uint32_t type, uint64_t size, bo
                                   vkt__fmt_bytes(a, sizeof a, size),
                                   vkt__fmt_bytes(b, sizeof b, m->stats.reserved));
     }
-    if (dev->memprops.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT) {
+    if (!unmapped &&
+        dev->memprops.memoryTypes[type].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT) {
         r = vkMapMemory(dev->device, blk->memory, 0, VK_WHOLE_SIZE, 0, &blk->mapped);
         if (r != VK_SUCCESS) {
             vkFreeMemory(dev->device, blk->memory, NULL);
@@ -166,6 +170,7 @@ static vkt_status block_create(vkt_device *dev, uint32_t type, uint64_t size, bo
     blk->type_index = type;
     blk->dedicated = dedicated;
     blk->internal = internal;
+    blk->unmapped = unmapped;
     /* Append: first fit then prefers older, fuller blocks, so newer ones
      * drain and can be given back. */
     vkt_mem_block **tail = &m->blocks;
@@ -265,10 +270,14 @@ vkt_status vkt__mem_alloc(vkt_device *dev, const VkMemoryRequirements *req,
     vkt_mem_block *b = NULL;
     uint64_t off = 0;
     bool dedicated = internal || size > m->block_size / 2;
+    bool unmapped = m->unmapped_device && kind == VKT_MEMORY_DEVICE;
     for (b = dedicated ? NULL : m->blocks; b; b = b->next)
-        if (b->type_index == type && !b->dedicated && block_take(b, size, align, &off)) break;
+        if (b->type_index == type && b->unmapped == unmapped && !b->dedicated &&
+            block_take(b, size, align, &off))
+            break;
     if (!b) {
-        st = block_create(dev, type, dedicated ? size : m->block_size, dedicated, internal, &b);
+        st = block_create(dev, type, dedicated ? size : m->block_size, dedicated, internal,
+                          unmapped, &b);
         if (st == VKT_OK && !block_take(b, size, align, &off))
             st = VKT_ERROR(VKT_ERR_NOMEM, "out of host memory");
     }
@@ -309,7 +318,8 @@ void vkt__mem_free(vkt_device *dev, vkt_allocation *a)
     if (b->used == 0) {
         bool keep = !b->dedicated;
         for (vkt_mem_block *o = m->blocks; o && keep; o = o->next)
-            if (o != b && o->type_index == b->type_index && o->used == 0 && !o->dedicated)
+            if (o != b && o->type_index == b->type_index && o->unmapped == b->unmapped &&
+                o->used == 0 && !o->dedicated)
                 keep = false; /* one empty block of this type is enough */
         if (!keep) {
             block_unlink(m, b);

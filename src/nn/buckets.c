@@ -176,6 +176,19 @@ vkt_status vkt__nn_set_grad_slots(vkt_model *m)
     return VKT_OK;
 }
 
+vkt_status vkt__nn_set_grad_staging(vkt_model *m)
+{
+    VKT_FAIL_IF(m->slot_mode || m->nbuckets == 0, VKT_ERR_INVALID_USAGE,
+                "model: gradient staging needs buckets and no gradient slots");
+    VKT_CHECK(vkt_model_backward_wait(m));
+    vkt_buffer *s = NULL;
+    VKT_CHECK(vkt__nn_host_visible(m, m->padded * vkt_dtype_size(m->dtype), &s));
+    vkt_buffer_destroy(m->grad_stage);
+    m->grad_stage = s;
+    m->rec_denominator = 0; /* the backward's segments gain the copies */
+    return VKT_OK;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;

@@ -35,6 +35,7 @@ void vkt_model_destroy(vkt_model *m)
     if (m->copy != m->master) vkt_buffer_destroy(m->copy);
     vkt_buffer_destroy(m->master);
     vkt_buffer_destroy(m->grads);
+    vkt_buffer_destroy(m->grad_stage);
     vkt_buffer_destroy(m->opt_m);
     vkt_buffer_destroy(m->opt_v);
     vkt_buffer_destroy(m->hyper);

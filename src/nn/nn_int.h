@@ -151,6 +151,10 @@ struct vkt_model {
     uint64_t *bucket_ends;        /* gradient buckets (vkt_model_set_grad_buckets) */
     uint32_t nbuckets;
     uint32_t *bucket_seg;         /* per bucket: the segment that finalises it */
+    /* Gradient staging (vkt__nn_set_grad_staging; gradients the host cannot
+     * map): the segment that finalises a bucket also copies it into
+     * grad_stage (host-visible, the flat layout), which the engine reduces. */
+    vkt_buffer *grad_stage;
     /* Gradient slots (ZeRO-2, vkt__nn_set_grad_slots): the backward writes
      * each bucket's gradients into one of nslots slot buffers (at its offset
      * minus the bucket's start) instead of a whole-size buffer, and grads
@@ -271,11 +275,14 @@ static inline uint64_t vkt__nn_len(const vkt_model *m, bool packed)
  * parameters first[k] .. first[k + 1] - 1 (state_dict order; first[0] = 0),
  * starts where bucket k - 1 ends and is padded to a multiple of unit
  * elements (a multiple of 64), so that each of unit / 64 ranks can own an
- * equal, aligned part of it. The weights move with their parameters, the
- * gradients are zeroed, the buckets and every recording are dropped.
- * ends[k] gets bucket k's end. Before any sharding or optimizer step. */
+ * equal, aligned part of it; no parameter straddles a multiple of window
+ * elements (at most vkt__nn_param_window: the smallest of all ranks', so
+ * every rank lays out alike). The weights move with their parameters, the
+ * gradients are zeroed, the buckets and every recording are dropped; the
+ * old buffers are freed before the new ones are made. ends[k] gets bucket
+ * k's end. Before any sharding or optimizer step. */
 vkt_status vkt__nn_relayout(vkt_model *m, uint32_t nb, const uint32_t *first, uint64_t unit,
-                            uint64_t *ends);
+                            uint64_t window, uint64_t *ends);
 
 /* buckets.c: where backward segments end (seg_end[node], one per node) and
  * which segment finalises each bucket (sets m->nseg, m->bucket_seg). */
@@ -289,6 +296,10 @@ vkt_status vkt__nn_set_grad_slots(vkt_model *m);
  * after its previous bucket was finalised, so one segment overlaps the
  * reduction) and size the slot buffers. */
 vkt_status vkt__nn_assign_slots(vkt_model *m);
+/* buckets.c: make grad_stage (the whole flat gradient layout, host
+ * visible) and record the backward to fill it bucket by bucket. Not in slot
+ * mode; the buckets must be set. */
+vkt_status vkt__nn_set_grad_staging(vkt_model *m);
 /* buckets.c: the bucket holding flat element at (slot mode). */
 uint32_t vkt__nn_bucket_of(const vkt_model *m, uint64_t at);
 /* gather.c (ZeRO-3): shrink the compute copy to the shard (buckets of whole

@@ -1,6 +1,7 @@
 /* Parameters: the flat layout, deterministic initialisation, and host
  * access in state_dict order. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "nn/nn_int.h"
@@ -83,27 +84,63 @@ vkt_status vkt__nn_params_layout(vkt_model *m)
     return make_flat(m, m->padded, &m->master, &m->copy, &m->grads);
 }
 
+/* Drop everything bound to the flat layout: the buffers (their weights
+ * are on the host), the buckets cut on it, every recording. */
+static void drop_flat(vkt_model *m)
+{
+    if (m->copy != m->master) vkt_buffer_destroy(m->copy);
+    vkt_buffer_destroy(m->master);
+    vkt_buffer_destroy(m->grads);
+    vkt_buffer_destroy(m->grad_stage);
+    m->master = m->copy = m->grads = m->grad_stage = NULL;
+    vkt_free(m->bucket_ends);
+    m->bucket_ends = NULL;
+    m->nbuckets = 0;
+    m->batch = 0;
+    m->rec_denominator = 0;
+    m->opt_recorded = false;
+    m->sumsq_recorded = false;
+    vkt_stream_destroy(m->zero);
+    m->zero = NULL;
+}
+
+/* New buffers of padded elements holding the weights of dense. */
+static vkt_status fill_flat(vkt_model *m, uint64_t padded, const float *dense)
+{
+    VKT_CHECK(make_flat(m, padded, &m->master, &m->copy, &m->grads));
+    m->padded = padded;
+    VKT_CHECK(whole_shard(m));
+    VKT_CHECK(vkt_model_set_params(m, dense));
+    return vkt_model_zero_grad(m);
+}
+
 vkt_status vkt__nn_relayout(vkt_model *m, uint32_t nb, const uint32_t *first, uint64_t unit,
-                            uint64_t *ends)
+                            uint64_t window, uint64_t *ends)
 {
     VKT_FAIL_IF(m->slot_mode || m->gather_mode || m->master_packed || m->opt_m || m->opt_step,
                 VKT_ERR_INVALID_USAGE,
                 "model: the parameter layout can only change before sharding and before the "
                 "first optimizer step");
-    VKT_FAIL_IF(nb == 0 || first[0] != 0 || unit == 0 || unit % PARAM_ALIGN,
-                VKT_ERR_INVALID_ARG, "model: relayout needs buckets from parameter 0 and a "
-                "unit that is a multiple of %d (got %llu)", PARAM_ALIGN,
-                (unsigned long long)unit);
+    VKT_FAIL_IF(nb == 0 || first[0] != 0 || unit == 0 || unit % PARAM_ALIGN ||
+                    window % PARAM_ALIGN || window > vkt__nn_param_window(m),
+                VKT_ERR_INVALID_ARG, "model: relayout needs buckets from parameter 0, a unit "
+                "that is a multiple of %d (got %llu) and a window within the device's",
+                PARAM_ALIGN, (unsigned long long)unit);
     for (uint32_t k = 1; k < nb; k++)
         VKT_FAIL_IF(first[k] <= first[k - 1] || first[k] >= m->nparams, VKT_ERR_INVALID_ARG,
                     "model: bucket %u starts at parameter %u, after %u and before %u", k,
                     first[k], first[k - 1], m->nparams);
+    for (uint32_t i = 0; i < m->nparams; i++)
+        VKT_FAIL_IF(m->g.t[m->param_ids[i]].numel > window, VKT_ERR_UNSUPPORTED,
+                    "model: parameter '%s' is longer than the binding window of %llu elements "
+                    "every rank's device can bind", m->g.t[m->param_ids[i]].name,
+                    (unsigned long long)window);
     float *dense = vkt_malloc((m->numel + 1) * sizeof *dense);
     uint64_t *old = vkt_malloc((m->nparams + 1) * sizeof *old);
     vkt_status st = dense && old ? VKT_OK : VKT_ERROR(VKT_ERR_NOMEM, "model: out of host memory");
     if (st == VKT_OK) st = vkt_model_get_params(m, dense);
     if (st != VKT_OK) goto out;
-    uint64_t window = vkt__nn_param_window(m), at = 0;
+    uint64_t at = 0, old_padded = m->padded;
     for (uint32_t i = 0; i < m->nparams; i++) old[i] = m->g.t[m->param_ids[i]].offset;
     for (uint32_t k = 0; k < nb; k++) {
         uint64_t lo = at;
@@ -112,32 +149,22 @@ vkt_status vkt__nn_relayout(vkt_model *m, uint32_t nb, const uint32_t *first, ui
         at = lo + align_up(at - lo, unit);
         ends[k] = at;
     }
-    vkt_buffer *master, *copy, *grads;
-    st = make_flat(m, at, &master, &copy, &grads);
-    if (st != VKT_OK) { /* keep the old layout whole */
-        for (uint32_t i = 0; i < m->nparams; i++) m->g.t[m->param_ids[i]].offset = old[i];
-        goto out;
-    }
-    if (m->copy != m->master) vkt_buffer_destroy(m->copy);
-    vkt_buffer_destroy(m->master);
-    vkt_buffer_destroy(m->grads);
-    m->master = master;
-    m->copy = copy;
-    m->grads = grads;
-    m->padded = at;
-    st = whole_shard(m);
-    vkt_free(m->bucket_ends); /* they were cut on the old layout */
-    m->bucket_ends = NULL;
-    m->nbuckets = 0;
-    /* everything recorded bound the old offsets */
-    m->batch = 0;
-    m->rec_denominator = 0;
-    m->opt_recorded = false;
-    m->sumsq_recorded = false;
-    vkt_stream_destroy(m->zero);
-    m->zero = NULL;
-    if (st == VKT_OK) st = vkt_model_set_params(m, dense);
-    if (st == VKT_OK) st = vkt_model_zero_grad(m);
+    /* The old buffers go first (the weights are in dense), so the device
+     * never holds both layouts. */
+    drop_flat(m);
+    st = fill_flat(m, at, dense);
+    if (st == VKT_OK) goto out;
+    char why[512];
+    snprintf(why, sizeof why, "%s", vkt_last_error());
+    drop_flat(m);
+    for (uint32_t i = 0; i < m->nparams; i++) m->g.t[m->param_ids[i]].offset = old[i];
+    if (fill_flat(m, old_padded, dense) == VKT_OK)
+        st = VKT_ERROR(st, "model: laying the parameters out for ZeRO: %s (the model keeps "
+                           "its layout and weights)", why);
+    else
+        st = VKT_ERROR(st, "model: laying the parameters out for ZeRO: %s; restoring the old "
+                           "layout failed too, so this model has lost its weights: create it "
+                           "again", why);
 out:
     vkt_free(dense);
     vkt_free(old);
@@ -165,8 +192,6 @@ static float normal(uint64_t *s)
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
-/* Upload the padded fp32 array w (destroyed) as the master weights and, for
- * f16/bf16 models, as the compute copy rounded to that dtype. */
 /* Upload padded flat array w (elements of es bytes) into buf, whole or
  * the shard's pieces packed. */
 static vkt_status upload_flat(vkt_model *m, vkt_buffer *buf, const void *w, uint64_t es,
@@ -181,6 +206,8 @@ static vkt_status upload_flat(vkt_model *m, vkt_buffer *buf, const void *w, uint
     return VKT_OK;
 }
 
+/* Upload the padded fp32 array w (destroyed) as the master weights and, for
+ * f16/bf16 models, as the compute copy rounded to that dtype. */
 vkt_status vkt__nn_set_master_flat(vkt_model *m, float *w)
 {
     VKT_CHECK(upload_flat(m, m->master, w, 4, m->master_packed));

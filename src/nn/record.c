@@ -307,6 +307,20 @@ static vkt_status zero_slots(vkt_model *m, vkt_stream *s, uint32_t seg)
     return vkt_stream_barrier(s);
 }
 
+/* Staging: at the end of segment seg, copy the buckets it finalises into
+ * grad_stage (the stream's end makes the copies visible to the host). */
+static vkt_status stage_buckets(vkt_model *m, vkt_stream *s, uint32_t seg)
+{
+    uint64_t es = vkt_dtype_size(m->dtype);
+    for (uint32_t b = 0; m->grad_stage && b < m->nbuckets; b++) {
+        if (m->bucket_seg[b] != seg) continue;
+        uint64_t lo = b ? m->bucket_ends[b - 1] : 0;
+        VKT_CHECK(vkt_stream_copy(s, m->grads, lo * es, m->grad_stage, lo * es,
+                                  (m->bucket_ends[b] - lo) * es));
+    }
+    return VKT_OK;
+}
+
 /* Backward in reverse node order, one stream per segment (buckets.c says
  * where segments end). The loss gradient is scale = loss_scale / den. */
 vkt_status vkt__nn_record_backward(vkt_model *m, uint64_t den)
@@ -331,7 +345,8 @@ vkt_status vkt__nn_record_backward(vkt_model *m, uint64_t den)
         if (st == VKT_OK) st = node_bwd(m, s, &m->g.n[i], scale);
         if (st == VKT_OK) st = vkt_stream_barrier(s);
         if (st == VKT_OK && seg_end[i]) {
-            st = vkt_stream_end(s);
+            st = stage_buckets(m, s, seg);
+            if (st == VKT_OK) st = vkt_stream_end(s);
             if (st == VKT_OK && ++seg < m->nseg) st = vkt_stream_begin(m->bwd[seg]);
             if (st == VKT_OK && seg < m->nseg && m->gather_mode)
                 vkt__nn_gather_enter(m, m->bgath, m->nbgath, seg);

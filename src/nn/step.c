@@ -226,15 +226,26 @@ vkt_status vkt__nn_set_shard(vkt_model *m, uint32_t n, const nn_piece *pieces,
         local += p->count;
         end = p->flat + p->count;
     }
-    vkt_free(m->pieces);
+    nn_piece *was = m->pieces;
+    uint32_t was_n = m->npieces;
+    uint64_t was_len = m->shard_len;
     m->pieces = mine;
     m->npieces = n;
     m->shard_len = local;
     m->opt_recorded = false;
     m->sumsq_recorded = false;
-    if (!shard_master || m->copy == m->master) return VKT_OK;
     vkt_buffer *b = NULL;
-    VKT_CHECK(vkt__nn_pack(m, m->master, 4, false, &b));
+    vkt_status st = shard_master && m->copy != m->master ? vkt__nn_pack(m, m->master, 4, false, &b)
+                                                         : VKT_OK;
+    if (st != VKT_OK) { /* the shard stays as it was */
+        m->pieces = was;
+        m->npieces = was_n;
+        m->shard_len = was_len;
+        vkt_free(mine);
+        return st;
+    }
+    vkt_free(was);
+    if (!b) return VKT_OK;
     vkt_buffer_destroy(m->master);
     m->master = b;
     m->master_packed = true;

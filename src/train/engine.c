@@ -70,7 +70,8 @@ static vkt_status check_model(vkt_engine *e)
                 vkt_dtype_name(want), c->fp16 ? "true" : "false", c->bf16 ? "true" : "false",
                 vkt_dtype_name(e->model->dtype), vkt_dtype_name(want));
     const vkt_model *m = e->model;
-    VKT_FAIL_IF(m->slot_mode || m->gather_mode || m->master_packed,
+    VKT_FAIL_IF(m->slot_mode || m->gather_mode || m->master_packed || m->npieces != 1 ||
+                    m->shard_len != m->padded,
                 VKT_ERR_INVALID_USAGE,
                 "vkt_engine_create: this model was sharded by an earlier engine (ZeRO), which "
                 "left only its part of the weights or gradients here; create a new model (and "

@@ -41,12 +41,18 @@ struct vkt_engine {
     bool sync_started;
     vkt_timeline *timeline;
     uint64_t timeline_base;
-    void *grads_host;  /* the gradient buffer mapped, or NULL (then staged) */
+    /* Where the host reduces: the gradient buffer mapped, or (staged: the
+     * device's gradients are not mappable) the model's grad_stage, which
+     * each backward segment fills with the buckets it finalises; the
+     * reduced gradients are uploaded after the last bucket. Slot mode on
+     * such a device accumulates the shard in grads_stage instead. */
+    void *grads_host;
+    bool staged;
     /* timeline of the last boundary's reduction (wall_clock_breakdown) */
     bool timing;
     double t0, backward_s;
     vkt_bucket_timing *timings;
-    void *grads_stage; /* host copy of the gradients when not mapped */
+    void *grads_stage; /* slot mode, not mappable: the shard accumulated on the host */
     /* ZeRO-2 gradient slots (world > 1): the backward of every micro-batch
      * writes each bucket into a slot of the model; the bucket is
      * reduce-scattered out of it, and this rank's part accumulated into its

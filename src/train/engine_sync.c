@@ -6,15 +6,16 @@
  * buckets to the transport (asynchronous collectives run on the transport's
  * progress thread, which never touches Vulkan), so the reduction of the last
  * layers overlaps the backward of the first ones. On devices whose gradient
- * buffer the host cannot map (discrete GPUs) the gradients are downloaded
- * after the backward and reduced without overlap (a staging copy per
- * segment is future work).
+ * buffer the host cannot map (discrete GPUs) each segment also copies the
+ * buckets it finalises into a host-visible staging buffer, which the host
+ * reduces as it would the mapped buffer; the result is uploaded after the
+ * last bucket.
  *
  * ZeRO-2 (world > 1) goes through gradient slots instead of a whole-size
  * gradient buffer: every micro-batch's backward writes each bucket into one
  * of the model's slots; when the bucket's segment is done it is
- * reduce-scattered out of the slot (counts: the bucket's overlap with each
- * rank's shard), and "releasing" it waits for that, adds this rank's part
+ * reduce-scattered out of the slot (equal parts, vkt__engine_partition),
+ * and "releasing" it waits for that, adds this rank's part
  * into the gradient shard on the host (copies it for the first micro-batch
  * after an update) and signals slot_tl, on which the segments that reuse
  * the slot wait. Releases go in posting order; a segment only needs
@@ -23,18 +24,20 @@
 #include <math.h>
 #include <string.h>
 #include <time.h>
+#include <xxhash.h>
 
 #include "train/engine_int.h"
 
 /* Buckets of whole parameters (each parameter's gradient is one view into
  * one slot, and padding can go between buckets): as many consecutive
- * parameters as fit in size elements (at least one), at most one binding
- * window unless a single parameter is longer. first[k]: bucket k's first
- * parameter. */
-static uint32_t param_buckets(const vkt_engine *e, uint64_t size, uint32_t *first)
+ * parameters as fit in size elements of the current layout (at least one),
+ * at most w (a binding window). first[k]: bucket k's first parameter. The
+ * padding the new layout adds may make a bucket a little longer; nothing
+ * binds a whole bucket at once (zeroing and the optimizer go window by
+ * window). */
+static uint32_t param_buckets(const vkt_engine *e, uint64_t size, uint64_t w, uint32_t *first)
 {
     const vkt_model *m = e->model;
-    uint64_t w = vkt__nn_param_window(m);
     if (size > w) size = w;
     uint32_t n = 0;
     for (uint32_t p = 0; p < m->nparams;) {
@@ -49,19 +52,24 @@ static uint32_t param_buckets(const vkt_engine *e, uint64_t size, uint32_t *firs
     return n;
 }
 
-/* DeepSpeed's shard layout: buckets of whole parameters, each padded to a
- * multiple of world x 64 elements (64: the parameter alignment, which keeps
- * every part at a 256-byte boundary), rank r owning the r-th 1/world of
- * each. Every rank's shard then has the same length, every reduce-scatter
- * and all-gather equal counts, and no rank is left without a part. */
+/* The equal-count layout (DeepSpeed's idea of padding each partitioned
+ * unit to a multiple of world x alignment so that every rank owns an equal
+ * part; its ZeRO-1/2 use one unit per parameter group, its ZeRO-3 one per
+ * parameter, vktrain one per bucket): buckets of whole parameters, each
+ * padded to a multiple of world x 64 elements, rank r owning the r-th
+ * 1/world of each. Every rank's shard then has the same length, every
+ * reduce-scatter and all-gather equal counts, no rank is left without a
+ * part, and each part starts at a multiple of 64 elements (256 bytes of
+ * fp32, 128 of a 16-bit dtype). The layout must not depend on the device:
+ * every rank uses the smallest binding window of all ranks, and the ranks
+ * compare the result. */
 vkt_status vkt__engine_partition(vkt_engine *e)
 {
     vkt_model *m = e->model;
     e->partitioned = e->stage >= 1 && e->comm && e->world > 1;
     if (!e->partitioned) return VKT_OK;
-    VKT_FAIL_IF(m->nparams + 1 > VKT_ENGINE_MAX_BUCKETS, VKT_ERR_INVALID_ARG,
-                "engine: %u parameters need up to %u buckets, more than the engine's %u",
-                m->nparams, m->nparams, VKT_ENGINE_MAX_BUCKETS);
+    int64_t w = (int64_t)vkt__nn_param_window(m);
+    VKT_CHECK(vkt_comm_allreduce(e->comm, &w, &w, 1, VKT_DTYPE_I64, VKT_REDOP_MIN));
     uint64_t size = e->cfg->zero.reduce_bucket_size < 64 ? 64 : e->cfg->zero.reduce_bucket_size;
     uint32_t *first = vkt_malloc(m->nparams * sizeof *first);
     nn_piece *pieces = vkt_malloc(m->nparams * sizeof *pieces);
@@ -69,9 +77,16 @@ vkt_status vkt__engine_partition(vkt_engine *e)
     vkt_status st = first && pieces && e->bucket_ends
                         ? VKT_OK
                         : VKT_ERROR(VKT_ERR_NOMEM, "engine: out of host memory");
-    uint32_t n = st == VKT_OK ? param_buckets(e, size, first) : 0;
+    uint32_t n = st == VKT_OK ? param_buckets(e, size, (uint64_t)w, first) : 0;
+    if (st == VKT_OK && n > VKT_ENGINE_MAX_BUCKETS)
+        st = VKT_ERROR(VKT_ERR_INVALID_ARG,
+                       "zero_optimization.reduce_bucket_size = %llu makes %u buckets, more "
+                       "than the engine's %u; use a larger bucket size",
+                       (unsigned long long)e->cfg->zero.reduce_bucket_size, n,
+                       VKT_ENGINE_MAX_BUCKETS);
     if (st == VKT_OK)
-        st = vkt__nn_relayout(m, n, first, (uint64_t)e->world * 64, e->bucket_ends);
+        st = vkt__nn_relayout(m, n, first, (uint64_t)e->world * 64, (uint64_t)w,
+                              e->bucket_ends);
     if (st == VKT_OK) {
         e->nbuckets = n;
         for (uint32_t b = 0; b < n; b++) {
@@ -83,7 +98,17 @@ vkt_status vkt__engine_partition(vkt_engine *e)
     }
     vkt_free(first);
     vkt_free(pieces);
-    return st;
+    VKT_CHECK(st);
+    /* the same cut on every rank, or the collectives would pair unrelated data */
+    uint64_t key[2] = {XXH64(e->bucket_ends, n * sizeof *e->bucket_ends, 0), m->padded};
+    int64_t v[2] = {(int64_t)(XXH64(key, sizeof key, 1) >> 1), 0};
+    v[1] = -v[0];
+    VKT_CHECK(vkt_comm_allreduce(e->comm, v, v, 2, VKT_DTYPE_I64, VKT_REDOP_MAX));
+    VKT_FAIL_IF(v[0] != -v[1], VKT_ERR_INTERNAL,
+                "engine: the ranks laid the parameters out differently for ZeRO (%u buckets, "
+                "%llu elements on rank %d); every rank must build the same model",
+                n, (unsigned long long)m->padded, e->rank);
+    return VKT_OK;
 }
 
 uint64_t vkt__engine_bucket_lo(const vkt_engine *e, uint32_t b)
@@ -107,6 +132,8 @@ vkt_status vkt__engine_buckets(vkt_engine *e)
     e->slots = e->stage >= 2 && e->partitioned;
     e->gather = e->stage == 3 && e->slots;
     uint64_t cap = e->partitioned ? e->nbuckets : m->padded / size + 2;
+    VKT_FAIL_IF(e->partitioned && m->npieces != e->nbuckets, VKT_ERR_INTERNAL,
+                "engine: %u shard pieces for %u buckets", m->npieces, e->nbuckets);
     VKT_FAIL_IF(cap > VKT_ENGINE_MAX_BUCKETS, VKT_ERR_INVALID_ARG,
                 "zero_optimization.reduce_bucket_size = %llu makes more than %u buckets for "
                 "%llu parameters; use a larger bucket size",
@@ -140,6 +167,11 @@ vkt_status vkt__engine_buckets(vkt_engine *e)
         e->acc_fresh = true;
     }
     e->grads_host = vkt_buffer_host_ptr(m->grads);
+    if (!e->grads_host && !e->slots && e->comm && e->world > 1) {
+        VKT_CHECK(vkt__nn_set_grad_staging(m));
+        e->grads_host = vkt_buffer_host_ptr(m->grad_stage);
+        e->staged = true;
+    }
     if (!e->grads_host) {
         e->grads_stage = vkt_malloc(vkt__nn_len(m, m->grads_packed) * vkt_dtype_size(m->dtype));
         VKT_FAIL_IF(!e->grads_stage, VKT_ERR_NOMEM, "engine: out of host memory");
@@ -341,23 +373,6 @@ vkt_status vkt__engine_backward_sync(vkt_engine *e)
     e->t0 = vkt__engine_now();
     if (e->timing)
         for (uint32_t b = 0; b < e->nbuckets; b++) e->timings[b].ready_s = e->timings[b].end_s = 0;
-    if (!e->grads_host) {
-        /* Not mappable: backward, download, reduce from the host copy. */
-        VKT_CHECK(vkt_model_backward(m));
-        VKT_CHECK(vkt_buffer_download(m->grads, 0, e->grads_stage,
-                                      m->padded * vkt_dtype_size(m->dtype)));
-        e->sync_started = true;
-        e->backward_s = vkt__engine_now() - e->t0;
-        /* The same order as the mapped path below (segment by segment), so
-         * ranks of both kinds post the same collectives in the same order. */
-        for (uint32_t s = 0; s < vkt_model_backward_segments(m); s++)
-            for (uint32_t b = 0; b < e->nbuckets; b++) {
-                if (vkt_model_bucket_segment(m, b) != s) continue;
-                if (e->timing) e->timings[b].ready_s = e->backward_s;
-                VKT_CHECK(post_bucket(e, e->grads_stage, b));
-            }
-        return VKT_OK;
-    }
     /* Values are never reused, even after a failed submit: move the base
      * past every segment the model may signal first. */
     uint64_t base = e->timeline_base;
@@ -436,8 +451,8 @@ vkt_status vkt__engine_finish_sync(vkt_engine *e)
     }
     if (first != VKT_OK) return vkt__error_context(first, "engine: gradient reduction");
     vkt_model *m = e->model;
-    if (!e->grads_host)
-        VKT_CHECK(vkt_buffer_upload(m->grads, 0, e->grads_stage,
+    if (e->staged)
+        VKT_CHECK(vkt_buffer_upload(m->grads, 0, e->grads_host,
                                     m->padded * vkt_dtype_size(m->dtype)));
     return VKT_OK;
 }

@@ -15,10 +15,11 @@
  *   slots than groups, and a forward over hand-filled slots gives the plain
  *   forward's loss bit for bit;
  * - DeepSpeed's shard layout (vkt__nn_relayout into buckets padded to
- *   3 x 64 elements) keeps every weight, puts whole parameters in each
- *   bucket and gives the same loss and gradients bit for bit; a step over
- *   a shard of one piece per bucket (the middle third of each: rank 1 of 3)
- *   updates exactly those elements as the whole step does and no others;
+ *   3 x 64 elements, a binding window of 512 elements) keeps every weight,
+ *   puts whole parameters in each bucket, none across a window, and gives
+ *   the same loss and gradients bit for bit; over a shard of one piece per
+ *   bucket (the middle third of each: rank 1 of 3) Σg² sums those elements
+ *   and a step updates exactly them as the whole step does, no others;
  * - loss scale 1024 gives exactly 1024× the gradients (powers of two scale
  *   exactly in binary floating point), grad_scale 1/1024 in the step undoes
  *   it exactly, Σg² matches the host, a NaN input makes Σg² not finite. */
@@ -419,10 +420,12 @@ static void test_relayout_and_pieces(void **state)
     assert_vkt_ok(vkt_model_forward(m, &d.b, &loss0));
     float *g0 = grads_of(m, &d.b);
 
-    /* buckets {W0 b0 W1}, {b1 W2 b2}, {W3 b3}; 3 ranks of 64-element parts */
+    /* buckets {W0 b0 W1}, {b1 W2 b2}, {W3 b3}; 3 ranks of 64-element parts;
+     * a window shorter than W2 (384 elements) is refused */
     const uint32_t first[3] = {0, 3, 6};
     uint64_t ends[3];
-    assert_vkt_ok(vkt__nn_relayout(m, 3, first, 192, ends));
+    assert_int_equal(vkt__nn_relayout(m, 3, first, 192, 320, ends), VKT_ERR_UNSUPPORTED);
+    assert_vkt_ok(vkt__nn_relayout(m, 3, first, 192, 512, ends));
     assert_int_equal(ends[2], vkt_model_flat_size(m));
     for (uint32_t k = 0; k < 3; k++) {
         uint64_t lo = k ? ends[k - 1] : 0;
@@ -431,6 +434,7 @@ static void test_relayout_and_pieces(void **state)
             vkt_param_info pi;
             assert_vkt_ok(vkt_model_param_info(m, p, &pi));
             assert_true(pi.offset >= lo && pi.offset + pi.numel <= ends[k] && pi.offset % 64 == 0);
+            assert_true(pi.offset / 512 == (pi.offset + pi.numel - 1) / 512);
         }
     }
     assert_vkt_ok(vkt_model_get_params(m, p1));
@@ -460,6 +464,15 @@ static void test_relayout_and_pieces(void **state)
     assert_int_equal(vkt__nn_set_shard(m, 2, bad, false), VKT_ERR_INVALID_ARG);
     assert_vkt_ok(vkt__nn_set_shard(m, 3, pieces, false));
     assert_int_equal(m->shard_len, total);
+    double sumsq = 0, host = 0;
+    assert_vkt_ok(vkt_model_grad_sumsq(m, &sumsq));
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t f = flat_of(m, i);
+        for (uint32_t k = 0; k < 3; k++)
+            if (f >= pieces[k].flat && f < pieces[k].flat + pieces[k].count)
+                host += (double)g1[i] * g1[i];
+    }
+    assert_true(host > 0 && fabs(sumsq - host) <= 1e-5 * host);
     assert_vkt_ok(vkt_model_step(m, &o, 0.01f));
     assert_vkt_ok(vkt_model_get_params(m, p1));
     uint64_t inside = 0;
@@ -477,7 +490,7 @@ static void test_relayout_and_pieces(void **state)
     assert_true(inside > 0 && inside < n);
     /* once the optimizer has state, neither the shard nor the layout moves */
     assert_int_equal(vkt__nn_set_shard(m, 3, pieces, false), VKT_ERR_INVALID_USAGE);
-    assert_int_equal(vkt__nn_relayout(m, 3, first, 192, ends), VKT_ERR_INVALID_USAGE);
+    assert_int_equal(vkt__nn_relayout(m, 3, first, 192, 512, ends), VKT_ERR_INVALID_USAGE);
     free(p0);
     free(p1);
     free(pr);

@@ -21,6 +21,13 @@
  * unsafe); the reference runs in a child too. One launch per world size
  * runs every configuration over one communicator.
  *
+ * A world-2 run with VKT_EMULATE_DISCRETE=1 (device buffers never mapped,
+ * as on a discrete GPU) runs the configurations marked "discrete": the
+ * gradients then reach the host through the model's staging buffer, which
+ * each backward segment fills with the buckets it finalises (DDP, ZeRO-1),
+ * ZeRO-2 accumulates its shard on the host and uploads it, and every upload
+ * and download goes through staging copies.
+ *
  * World 3 runs a few configurations of its own: the global batch of 8 does
  * not divide by 3, so they split it unevenly (vktrain.rank_batch), and the
  * ZeRO layout pads every bucket to a multiple of 3 x 64 elements (an odd
@@ -46,38 +53,39 @@ typedef struct config {
     int world;              /* only at this world size (0: 2 and 4) */
     vkt_dtype dtype;
     float dropout;          /* 0: none */
+    bool discrete;          /* also in the emulated discrete-GPU run */
 } config;
 
 static const config configs[] = {
-    {"mlp-ddp", false, 0, 1, NULL, 0, VKT_DTYPE_F32, 0},
-    {"mlp-ddp-gas2", false, 0, 2, NULL, 0, VKT_DTYPE_F32, 0},
-    {"mlp-zero1", false, 1, 1, NULL, 0, VKT_DTYPE_F32, 0},
-    {"mlp-zero2-gas2", false, 2, 2, NULL, 0, VKT_DTYPE_F32, 0},
-    {"mlp-uneven", false, 0, 1, "[3, 5]", 2, VKT_DTYPE_F32, 0},
-    {"mlp-zero2-uneven", false, 2, 1, "[3, 5]", 2, VKT_DTYPE_F32, 0},
-    {"gpt-ddp", true, 0, 1, NULL, 0, VKT_DTYPE_F32, 0},
-    {"gpt-zero2", true, 2, 1, NULL, 0, VKT_DTYPE_F32, 0},
-    {"mlp-fp16-zero1", false, 1, 2, NULL, 0, VKT_DTYPE_F16, 0},
-    {"mlp-bf16-zero2", false, 2, 1, NULL, 0, VKT_DTYPE_BF16, 0},
-    {"gpt-bf16-ddp", true, 0, 1, NULL, 0, VKT_DTYPE_BF16, 0},
+    {"mlp-ddp", false, 0, 1, NULL, 0, VKT_DTYPE_F32, 0, false},
+    {"mlp-ddp-gas2", false, 0, 2, NULL, 0, VKT_DTYPE_F32, 0, true},
+    {"mlp-zero1", false, 1, 1, NULL, 0, VKT_DTYPE_F32, 0, false},
+    {"mlp-zero2-gas2", false, 2, 2, NULL, 0, VKT_DTYPE_F32, 0, false},
+    {"mlp-uneven", false, 0, 1, "[3, 5]", 2, VKT_DTYPE_F32, 0, false},
+    {"mlp-zero2-uneven", false, 2, 1, "[3, 5]", 2, VKT_DTYPE_F32, 0, true},
+    {"gpt-ddp", true, 0, 1, NULL, 0, VKT_DTYPE_F32, 0, true},
+    {"gpt-zero2", true, 2, 1, NULL, 0, VKT_DTYPE_F32, 0, false},
+    {"mlp-fp16-zero1", false, 1, 2, NULL, 0, VKT_DTYPE_F16, 0, true},
+    {"mlp-bf16-zero2", false, 2, 1, NULL, 0, VKT_DTYPE_BF16, 0, false},
+    {"gpt-bf16-ddp", true, 0, 1, NULL, 0, VKT_DTYPE_BF16, 0, false},
     /* ZeRO-2 accumulates each micro-batch's reduce-scattered slots into the
      * shard on the host: in fp16 here, with the tied wte's slot */
-    {"gpt-fp16-zero2-gas2", true, 2, 2, NULL, 0, VKT_DTYPE_F16, 0},
+    {"gpt-fp16-zero2-gas2", true, 2, 2, NULL, 0, VKT_DTYPE_F16, 0, true},
     /* ZeRO-3: parameters partitioned, each segment's groups gathered */
-    {"mlp-zero3", false, 3, 1, NULL, 0, VKT_DTYPE_F32, 0},
-    {"mlp-zero3-gas2-uneven", false, 3, 2, "[1, 3]", 2, VKT_DTYPE_F32, 0},
-    {"gpt-zero3-gas2", true, 3, 2, NULL, 0, VKT_DTYPE_F32, 0},
-    {"gpt-bf16-zero3", true, 3, 1, NULL, 0, VKT_DTYPE_BF16, 0},
+    {"mlp-zero3", false, 3, 1, NULL, 0, VKT_DTYPE_F32, 0, false},
+    {"mlp-zero3-gas2-uneven", false, 3, 2, "[1, 3]", 2, VKT_DTYPE_F32, 0, false},
+    {"gpt-zero3-gas2", true, 3, 2, NULL, 0, VKT_DTYPE_F32, 0, true},
+    {"gpt-bf16-zero3", true, 3, 1, NULL, 0, VKT_DTYPE_BF16, 0, false},
     /* dropout p = 0.1: masks per global sample and update */
-    {"mlp-zero1-dropout", false, 1, 2, NULL, 0, VKT_DTYPE_F32, 0.1f},
-    {"mlp-zero2-uneven-dropout", false, 2, 2, "[1, 3]", 2, VKT_DTYPE_F32, 0.1f},
-    {"gpt-ddp-dropout", true, 0, 1, NULL, 0, VKT_DTYPE_F32, 0.1f},
-    {"gpt-zero3-dropout", true, 3, 2, NULL, 0, VKT_DTYPE_F32, 0.1f},
+    {"mlp-zero1-dropout", false, 1, 2, NULL, 0, VKT_DTYPE_F32, 0.1f, false},
+    {"mlp-zero2-uneven-dropout", false, 2, 2, "[1, 3]", 2, VKT_DTYPE_F32, 0.1f, false},
+    {"gpt-ddp-dropout", true, 0, 1, NULL, 0, VKT_DTYPE_F32, 0.1f, false},
+    {"gpt-zero3-dropout", true, 3, 2, NULL, 0, VKT_DTYPE_F32, 0.1f, false},
     /* world 3 */
-    {"mlp-zero1-w3", false, 1, 1, "[2, 3, 3]", 3, VKT_DTYPE_F32, 0},
-    {"mlp-fp16-zero2-w3-gas2", false, 2, 2, "[1, 2, 1]", 3, VKT_DTYPE_F16, 0},
-    {"gpt-zero2-w3", true, 2, 1, "[3, 2, 3]", 3, VKT_DTYPE_F32, 0},
-    {"gpt-bf16-zero3-w3-gas2", true, 3, 2, "[2, 1, 1]", 3, VKT_DTYPE_BF16, 0.1f},
+    {"mlp-zero1-w3", false, 1, 1, "[2, 3, 3]", 3, VKT_DTYPE_F32, 0, false},
+    {"mlp-fp16-zero2-w3-gas2", false, 2, 2, "[1, 2, 1]", 3, VKT_DTYPE_F16, 0, false},
+    {"gpt-zero2-w3", true, 2, 1, "[3, 2, 3]", 3, VKT_DTYPE_F32, 0, false},
+    {"gpt-bf16-zero3-w3-gas2", true, 3, 2, "[2, 1, 1]", 3, VKT_DTYPE_BF16, 0.1f, false},
 };
 #define NCONFIGS (sizeof configs / sizeof configs[0])
 
@@ -85,10 +93,12 @@ typedef struct job {
     char dir[64];
     vkt_comm_backend backend;
     int world; /* the configurations of this world size (the reference's too) */
+    bool discrete; /* the configurations of the emulated discrete-GPU run */
 } job;
 
-static bool runs_at(const config *c, int world)
+static bool runs_at(const config *c, int world, bool discrete)
 {
+    if (discrete) return c->discrete;
     return c->world ? c->world == world : world == 2 || world == 4;
 }
 
@@ -183,8 +193,15 @@ static int rank_main(int rank, int world, void *arg)
     char store[96];
     snprintf(store, sizeof store, "%s/store", j->dir);
     int rc = eu_comm(rank, world, store, j->backend, &comm);
+    if (j->discrete && world) { /* the emulation is on: device memory is not mappable */
+        vkt_buffer *b = NULL;
+        if (vkt_buffer_create(dev, VKT_MEMORY_DEVICE, 256, &b) != VKT_OK ||
+            vkt_buffer_host_ptr(b) || vkt_device_get_caps(dev)->unified_memory)
+            rc = RANK_FAIL(rank, "VKT_EMULATE_DISCRETE: device memory still mapped");
+        vkt_buffer_destroy(b);
+    }
     for (size_t i = 0; i < NCONFIGS && rc == 0; i++)
-        if (runs_at(&configs[i], j->world))
+        if (runs_at(&configs[i], j->world, j->discrete))
             rc = train(rank, world, dev, comm, &configs[i], j->dir);
     vkt_comm_destroy(comm);
     return eu_device_close(rank, dev) || rc;
@@ -209,21 +226,24 @@ static float *load(const char *dir, const char *name, int rank, size_t *n)
     return p;
 }
 
-static void run_world(int world, vkt_comm_backend backend)
+static void run_world(int world, vkt_comm_backend backend, bool discrete)
 {
-    job j = {.backend = backend, .world = world};
+    job j = {.backend = backend, .world = world, .discrete = discrete};
     strcpy(j.dir, "/tmp/vkt-test-engine.XXXXXX");
     assert_non_null(mkdtemp(j.dir));
     char ref_dir[80];
     snprintf(ref_dir, sizeof ref_dir, "%s/ref", j.dir);
     assert_int_equal(mkdir(ref_dir, 0700), 0);
-    job ref = {.backend = backend, .world = world};
+    job ref = {.backend = backend, .world = world, .discrete = discrete};
     strcpy(ref.dir, ref_dir);
     assert_int_equal(run_ranks(1, reference_main, &ref, 300, NULL), 0);
-    assert_int_equal(run_ranks(world, rank_main, &j, 400, NULL), 0);
+    if (discrete) setenv("VKT_EMULATE_DISCRETE", "1", 1); /* the ranks only */
+    int rc = run_ranks(world, rank_main, &j, 400, NULL);
+    unsetenv("VKT_EMULATE_DISCRETE");
+    assert_int_equal(rc, 0);
     for (size_t i = 0; i < NCONFIGS; i++) {
         const config *c = &configs[i];
-        if (!runs_at(c, world)) continue;
+        if (!runs_at(c, world, discrete)) continue;
         size_t n = 0, nr = 0;
         float *want = load(ref_dir, c->name, -1, &nr);
         float *p0 = load(j.dir, c->name, 0, &n);
@@ -243,8 +263,8 @@ static void run_world(int world, vkt_comm_backend backend)
             maxref = fmax(maxref, fabs(want[k]));
             maxdiff = fmax(maxdiff, fabs((double)p0[k] - want[k]));
         }
-        print_message("world %d %-24s max|w - ref| = %.3g (max|ref| %.3g)\n", world, c->name,
-                      maxdiff, maxref);
+        print_message("world %d%s %-24s max|w - ref| = %.3g (max|ref| %.3g)\n", world,
+                      discrete ? " discrete" : "", c->name, maxdiff, maxref);
         double tol = c->dtype == VKT_DTYPE_F32 ? 1e-5 : c->dtype == VKT_DTYPE_F16 ? 1e-3 : 1e-2;
         if (!(maxdiff <= tol * maxref))
             fail_msg("%s: differs from one process by more than %g", c->name, tol);
@@ -256,9 +276,10 @@ static void run_world(int world, vkt_comm_backend backend)
     assert_int_equal(system(cmd), 0);
 }
 
-static void test_world2_shm(void **state) { run_world(2, VKT_COMM_BACKEND_AUTO); }
-static void test_world4_tcp(void **state) { run_world(4, VKT_COMM_BACKEND_TCP); }
-static void test_world3_shm(void **state) { run_world(3, VKT_COMM_BACKEND_AUTO); }
+static void test_world2_shm(void **state) { run_world(2, VKT_COMM_BACKEND_AUTO, false); }
+static void test_world4_tcp(void **state) { run_world(4, VKT_COMM_BACKEND_TCP, false); }
+static void test_world3_shm(void **state) { run_world(3, VKT_COMM_BACKEND_AUTO, false); }
+static void test_world2_discrete(void **state) { run_world(2, VKT_COMM_BACKEND_AUTO, true); }
 
 int main(void)
 {
@@ -266,6 +287,7 @@ int main(void)
         cmocka_unit_test(test_world2_shm),
         cmocka_unit_test(test_world4_tcp),
         cmocka_unit_test(test_world3_shm),
+        cmocka_unit_test(test_world2_discrete),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,7 +13,10 @@
  * - a corrupted shard, a truncated shard and a checkpoint of another model
  *   each fail to load with an error that names the problem, on every rank;
  *   ranks with disagreeing configs are refused at create, and so is a model
- *   an earlier ZeRO-2 engine sharded. */
+ *   an earlier ZeRO-2 engine sharded, or a ZeRO-1 engine (fp32: only its
+ *   optimizer's shard is partitioned) whose DDP successor would otherwise
+ *   update that shard alone;
+ * - every rank's optimizer state is 1/world of the padded flat buffer. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +48,8 @@ static const char *json_resume =
 static const char *json_zero1 =
     "{\"train_batch_size\": 8, \"optimizer\": {\"type\": \"Adam\", \"params\": {\"lr\": 0.001}},"
     " \"zero_optimization\": {\"stage\": 1, \"reduce_bucket_size\": 600}}";
+static const char *json_ddp =
+    "{\"train_batch_size\": 8, \"optimizer\": {\"type\": \"Adam\", \"params\": {\"lr\": 0.001}}}";
 static const char *json_zero2 =
     "{\"train_batch_size\": 8, \"optimizer\": {\"type\": \"Adam\", \"params\": {\"lr\": 0.001}},"
     " \"zero_optimization\": {\"stage\": 2, \"reduce_bucket_size\": 600}}";
@@ -197,6 +202,12 @@ static int rank_main(int rank, int world, void *arg)
     case W4_SAVE:
         path_of(j, "params-w4", params, sizeof params);
         rc = train(rank, world, e, false, 0, 10, NULL);
+        vkt_model_memory mem;
+        vkt_model_memory_report(m, &mem);
+        if (!rc && mem.optimizer * (uint64_t)world != 2 * 4 * vkt_model_flat_size(m))
+            rc = RANK_FAIL(rank, "Adam state %llu bytes for a flat buffer of %llu at world %d",
+                           (unsigned long long)mem.optimizer,
+                           (unsigned long long)vkt_model_flat_size(m), world);
         if (!rc && vkt_engine_save(e, run) != VKT_OK) rc = RANK_FAIL(rank, "save: %s", vkt_last_error());
         if (!rc) rc = write_params(rank, e, m, params);
         break;
@@ -229,6 +240,16 @@ static int rank_main(int rank, int world, void *arg)
         vkt_status st = m2 ? vkt_engine_create(&eo, &bad_e) : VKT_ERR_NOMEM;
         if (st != VKT_ERR_INVALID_ARG || !strstr(vkt_last_error(), "disagree"))
             rc |= RANK_FAIL(rank, "disagreeing configs: got %s '%s'", vkt_status_name(st),
+                            vkt_last_error());
+        vkt_engine_destroy(bad_e);
+        bad_e = NULL;
+        /* fp32 ZeRO-1 keeps the weights whole but the shard in the model */
+        vkt_engine *z1 = m2 ? engine(rank, m2, comm, json_zero1) : NULL;
+        vkt_engine_destroy(z1);
+        eo.config_json = json_ddp;
+        st = z1 ? vkt_engine_create(&eo, &bad_e) : VKT_ERR_NOMEM;
+        if (st != VKT_ERR_INVALID_USAGE || !strstr(vkt_last_error(), "earlier engine"))
+            rc |= RANK_FAIL(rank, "a model after ZeRO-1 reused: got %s '%s'", vkt_status_name(st),
                             vkt_last_error());
         vkt_engine_destroy(bad_e);
         vkt_model_destroy(m2);
