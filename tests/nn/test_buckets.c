@@ -408,6 +408,13 @@ static uint64_t flat_of(const vkt_model *m, uint64_t i)
     }
 }
 
+static bool in_pieces(const nn_piece *pieces, uint32_t n, uint64_t f)
+{
+    for (uint32_t k = 0; k < n; k++)
+        if (f >= pieces[k].flat && f < pieces[k].flat + pieces[k].count) return true;
+    return false;
+}
+
 static void test_relayout_and_pieces(void **state)
 {
     vkt_device *dev = *state;
@@ -466,21 +473,15 @@ static void test_relayout_and_pieces(void **state)
     assert_int_equal(m->shard_len, total);
     double sumsq = 0, host = 0;
     assert_vkt_ok(vkt_model_grad_sumsq(m, &sumsq));
-    for (uint64_t i = 0; i < n; i++) {
-        uint64_t f = flat_of(m, i);
-        for (uint32_t k = 0; k < 3; k++)
-            if (f >= pieces[k].flat && f < pieces[k].flat + pieces[k].count)
-                host += (double)g1[i] * g1[i];
-    }
+    for (uint64_t i = 0; i < n; i++)
+        if (in_pieces(pieces, 3, flat_of(m, i))) host += (double)g1[i] * g1[i];
     assert_true(host > 0 && fabs(sumsq - host) <= 1e-5 * host);
     assert_vkt_ok(vkt_model_step(m, &o, 0.01f));
     assert_vkt_ok(vkt_model_get_params(m, p1));
     uint64_t inside = 0;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t f = flat_of(m, i);
-        bool mine = false;
-        for (uint32_t k = 0; k < 3; k++)
-            mine = mine || (f >= pieces[k].flat && f < pieces[k].flat + pieces[k].count);
+        bool mine = in_pieces(pieces, 3, f);
         inside += mine;
         if (mine ? p1[i] != pr[i] : p1[i] != p0[i])
             fail_msg("element %llu (flat %llu, %s the shard): %g, want %g", (unsigned long long)i,
