@@ -23,6 +23,49 @@ void vkt__comm_trial_fail(vkt__verbs_trial *t, const char *what)
     vkt_clear_error();
 }
 
+#define ASK_EVERY_S 0.1
+
+/* 1 when rank q has published a verbs failure (its verdict is neither "ok"
+ * nor "none"; none at all yet: 0); why receives it. */
+static int heard_failure(vkt_comm *c, int q, char *why, size_t cap)
+{
+    char key[64];
+    size_t len = 0;
+    int found = 0;
+    snprintf(key, sizeof key, "vkt/auto/%d", q);
+    if (c->store->ops->try_get(c->store, key, why, cap - 1, &len, &found) != VKT_OK) {
+        vkt_clear_error(); /* asked again later; the vote reports a dead store */
+        return 0;
+    }
+    why[found ? len : 0] = '\0';
+    return found && strcmp(why, "ok") != 0 && strcmp(why, "none") != 0;
+}
+
+void vkt__comm_trial_exchange(vkt_comm *c, vkt__verbs_trial *t, int wait_to, int wait_from)
+{
+    char key[64], theirs[sizeof t->why], why[sizeof t->why + 100];
+    if (!t->soft) return;
+    if (t->why[0] && !t->told) {
+        snprintf(key, sizeof key, "vkt/auto/%d", c->rank);
+        if (vkt__store_set(c->store, key, t->why, strlen(t->why)) != VKT_OK)
+            vkt_clear_error(); /* the vote publishes it again, and reports */
+        t->told = 1;
+    }
+    if ((!wait_to && !wait_from) || vkt__now() < t->next_ask) return;
+    t->next_ask = vkt__now() + ASK_EVERY_S;
+    int next = (c->rank + 1) % c->size, prev = (c->rank + c->size - 1) % c->size;
+    for (int side = 0; side < 2; side++) {
+        int q = side ? prev : next;
+        if (!(side ? wait_from : wait_to) || !heard_failure(c, q, theirs, sizeof theirs))
+            continue;
+        /* Its link will be remade over tcp: waiting on for it is pointless. */
+        snprintf(why, sizeof why, "rank %d's verbs failed before its link %s this rank was "
+                 "made: %s", q, side ? "to" : "from", theirs);
+        vkt__comm_trial_fail(t, why);
+        *(side ? &t->from_failed : &t->to_failed) = 1;
+    }
+}
+
 /* The probe's deadline ran out on one side: say which, naming the device. */
 static void probe_late(vkt__verbs_trial *t, const vkt_comm *c, const char *dev, int to,
                        double s)

@@ -168,6 +168,9 @@ vkt_status vkt__comm_connect_ring(vkt_comm *c, const vkt_chan_config *cfg,
             rl.nto++;
         }
         if (do_from && !t->from_failed) VKT_CHECK_GOTO(st, accept_prev(c, ls, &rl, t), out);
+        vkt__comm_trial_exchange(c, t, rl.nto < rl.want_to && !t->to_failed,
+                                 do_from && !t->from_failed &&
+                                     !(rl.want_from && rl.nfrom == rl.want_from));
         int to_done = rl.nto == rl.want_to || t->to_failed;
         int from_done = !do_from || t->from_failed || (rl.want_from && rl.nfrom == rl.want_from);
         if (to_done && from_done) break;
@@ -288,6 +291,8 @@ out:
     c->lis_shm = ls.shm;
     c->lis_verbs = ls.verbs;
     snprintf(c->host_id, sizeof c->host_id, "%s", ls.host_id);
+    const char *v = ls.verbs ? strstr(pub, "verbs=") : NULL;
+    if (v) snprintf(c->verbs_dev, sizeof c->verbs_dev, "%.*s", (int)strcspn(v + 6, "|\n"), v + 6);
     return st;
 }
 

@@ -12,6 +12,15 @@
  * finish setting up: a connect completes in the kernel's backlog, and data
  * then queues in the socket or shm ring until the receiver reads it.
  *
+ * Under backend auto the ring's verbs links were probed and voted on
+ * (comm_auto.c): when any rank's verbs failed, every rank closed its verbs
+ * listener, so choose_kind gives tcp for direct links too. When verbs
+ * passed, a direct verbs link is not probed; one whose connect fails is made
+ * over tcp for that pair instead: the receiver takes the link from whichever
+ * listener it arrives on, so no agreement is needed beyond the sender's
+ * choice (a verbs link that fails on the receiver's side of its setup, or
+ * later, is an error that names the device and backend tcp).
+ *
  * A direct link carries frames in order, like every channel: the k-th send
  * from rank a to rank b matches the k-th recv of rank b from rank a, and
  * recursive doubling uses the same links (ranks issue collectives in the
@@ -35,11 +44,37 @@ static vkt_status tables(vkt_comm *c)
 
 static vkt_status gone(vkt_comm *c, int peer, int sending)
 {
+    if (!sending && c->p2p_verbs_why[0])
+        return VKT_ERROR(VKT_ERR_TIMEOUT, "rank %d: no direct link from rank %d within %.0f s; "
+                         "a direct verbs link on %s failed meanwhile (%s): if verbs cannot "
+                         "reach between these ranks, set backend = tcp", c->rank, peer,
+                         c->timeout_s, c->verbs_dev, c->p2p_verbs_why);
     return VKT_ERROR(VKT_ERR_TIMEOUT, "rank %d: no direct link %s rank %d within %.0f s (it "
                      "has not reached the matching %s, is stuck, or cannot reach this host); "
                      "raise comm_timeout_s or check rank %d's log", c->rank,
                      sending ? "to" : "from", peer, c->timeout_s, sending ? "recv" : "send",
                      peer);
+}
+
+/* Backend auto: the connect of a direct verbs link to peer failed (the last
+ * error says why): warn, and point *ops / *addr at peer's tcp listener
+ * (pub: its published text of len bytes, cut into lines by choose_kind). */
+static vkt_status verbs_to_tcp(vkt_comm *c, int peer, const char *pub, size_t len,
+                               const vkt_channel_ops **ops, const char **addr)
+{
+    const char *tcp = NULL;
+    for (const char *p = pub; p < pub + len; p += strlen(p) + 1)
+        if (strncmp(p, "tcp=", 4) == 0) tcp = p + 4;
+    VKT_FAIL_IF(!tcp, VKT_ERR_REMOTE, "rank %d: direct verbs link to rank %d on %s: %s; it "
+                "offers no tcp address to fall back to: set backend = tcp", c->rank, peer,
+                c->verbs_dev, vkt_last_error());
+    fprintf(stderr, "vktrain: rank %d: warning: backend auto: direct verbs link to rank %d on "
+            "%s failed: %s; using tcp for this pair (backend tcp skips the try)\n", c->rank,
+            peer, c->verbs_dev, vkt_last_error());
+    vkt_clear_error();
+    *ops = &vkt__tcp_channel;
+    *addr = tcp;
+    return VKT_OK;
 }
 
 static vkt_status connect_to(vkt_comm *c, int peer, vkt_chan **out)
@@ -59,6 +94,12 @@ static vkt_status connect_to(vkt_comm *c, int peer, vkt_chan **out)
     int backoff = 1;
     for (;;) {
         st = ops->connect(&cfg, addr, peer, &cs, out);
+        if (st != VKT_OK && ops == &vkt__verbs_channel && c->backend == VKT_COMM_BACKEND_AUTO) {
+            ops->abort_connect(cs);
+            cs = NULL;
+            st = verbs_to_tcp(c, peer, pub, len, &ops, &addr);
+            if (st == VKT_OK) continue;
+        }
         if (st != VKT_OK || *out) break;
         if (atomic_load(&c->aborted)) {
             st = VKT_ERROR(VKT_ERR_INVALID_USAGE, "aborted by vkt_comm_abort");
@@ -88,7 +129,18 @@ static vkt_status accept_from(vkt_comm *c, int peer)
             vkt_chan *ch = NULL;
             int q = -1;
             if (!l[i]) continue;
-            VKT_CHECK(k[i]->accept(l[i], &ch, &q));
+            vkt_status st = k[i]->accept(l[i], &ch, &q);
+            if (st != VKT_OK && k[i] == &vkt__verbs_channel &&
+                c->backend == VKT_COMM_BACKEND_AUTO) {
+                /* Its sender may come back over tcp (verbs_to_tcp). */
+                fprintf(stderr, "vktrain: rank %d: warning: backend auto: a direct verbs link "
+                        "on %s failed: %s; waiting for it over tcp\n", c->rank, c->verbs_dev,
+                        vkt_last_error());
+                snprintf(c->p2p_verbs_why, sizeof c->p2p_verbs_why, "%s", vkt_last_error());
+                vkt_clear_error();
+                continue;
+            }
+            VKT_CHECK(st);
             if (!ch) continue;
             got = 1;
             if (q < 0 || q >= c->size || q == c->rank || c->p2p_from[q]) {
@@ -128,6 +180,23 @@ void vkt__p2p_close(vkt_comm *c)
     }
 }
 
+/* A step over a direct verbs link failed under backend auto: that link was
+ * never probed (only the ring's are), so say how to do without verbs. */
+static vkt_status hint_tcp(const vkt__op_ctx *x, vkt_status st)
+{
+    const vkt_comm *c = x->c;
+    char msg[VKT_COMM_MSG_CAP];
+    int verbs = 0;
+    if (st == VKT_OK || c->backend != VKT_COMM_BACKEND_AUTO) return st;
+    for (int i = 0; i < x->nto; i++) verbs |= x->to[i]->ops == &vkt__verbs_channel;
+    for (int i = 0; i < x->nfrom; i++) verbs |= x->from[i]->ops == &vkt__verbs_channel;
+    if (!verbs) return st;
+    snprintf(msg, sizeof msg, "%s", vkt_last_error());
+    return VKT_ERROR(st, "%s (a direct verbs link on %s, which backend auto does not probe: if "
+                     "verbs cannot reach between these ranks, set backend = tcp)", msg,
+                     c->verbs_dev);
+}
+
 /* ------------------------------------------------------------ send / recv -- */
 
 vkt_status vkt__p2p_run(vkt__op_ctx *x)
@@ -144,7 +213,7 @@ vkt_status vkt__p2p_run(vkt__op_ctx *x)
     /* Frames of chunk_bytes, as in the ring, so that large messages stream
      * through bounded socket and shm buffers. */
     vkt__step d = {r->sendbuf, len, r->recvbuf, len, NULL, 0, !sending, sending};
-    return vkt__step_run(x, &d);
+    return hint_tcp(x, vkt__step_run(x, &d));
 }
 
 /* ----------------------------------------------------- recursive doubling -- */
@@ -160,7 +229,7 @@ static vkt_status exchange(vkt__op_ctx *x, int peer, const char *cur, char *dst,
     if (do_send) VKT_CHECK(vkt__p2p_link(c, peer, 1, &x->to[x->nto++]));
     if (do_recv) VKT_CHECK(vkt__p2p_link(c, peer, 0, &x->from[x->nfrom++]));
     vkt__step d = {cur, len, dst, len, do_send && do_recv ? cur : NULL, 0, !do_send, !do_recv};
-    return vkt__step_run(x, &d);
+    return hint_tcp(x, vkt__step_run(x, &d));
 }
 
 /* With p the largest power of two <= n: ranks p..n-1 first hand their input
@@ -191,7 +260,7 @@ vkt_status vkt__rd_allreduce(vkt__op_ctx *x)
         x->nfrom = 1;
         VKT_CHECK(vkt__p2p_link(c, me + p, 0, &x->from[0]));
         vkt__step d = {NULL, len, buf[which], len, cur, 0, 1, 0};
-        VKT_CHECK(vkt__step_run(x, &d));
+        VKT_CHECK(hint_tcp(x, vkt__step_run(x, &d)));
         cur = buf[which];
         which ^= 1;
     }

@@ -4,15 +4,18 @@
  *
  * Wire protocol, native byte order (the ranks of one job share an ABI):
  *   accept:   server -> 32-byte nonce
- *             client -> HMAC(key, nonce)
+ *             client -> {u32 magic "VKST", u32 32} HMAC(key, nonce)
  *             server -> 1 byte: 1 accepted, 0 refused (then closes)
  *   request:  {u32 op, u32 keylen, u64 arg} key [value, arg bytes, for SET]
- *   response: {u32 status, u32 0, u64 val} [value, val bytes, for GET] */
+ *   response: {u32 status, u32 0, u64 val} [value, val bytes, for GET]
+ * The hello's fixed header tells bytes from some other program (a port
+ * scanner, a misdirected client) apart from a rank with another secret. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -27,6 +30,14 @@ enum { RESP_OK = 0, RESP_NOTFOUND = 1, RESP_BAD = 2 };
 #define VAL_MAX (1u << 20)
 #define HANDSHAKE_S 10.0
 #define MAX_CLIENTS 4096
+#define JUNK_IDLE_S 0.2         /* counting a non-client's bytes: stop after this quiet */
+#define JUNK_MAX_S 1.0          /* ... or this long in all */
+
+/* The client's answer to the nonce. */
+typedef struct hello {
+    uint32_t magic, maclen; /* VKT_STORE_HELLO_MAGIC, VKT_AUTH_MAC_BYTES */
+    unsigned char mac[VKT_AUTH_MAC_BYTES];
+} hello;
 
 typedef struct req_hdr {
     uint32_t op, keylen;
@@ -117,23 +128,85 @@ static kv *kv_slot(struct vkt__store_server *s, const char *key)
     return e;
 }
 
+/* Count what a client that is no vktrain store client sends (got bytes so
+ * far) until it goes quiet or closes, for the log; bounded in time. */
+static size_t count_junk(int fd, size_t got)
+{
+    char sink[4096];
+    double end = vkt__now() + JUNK_MAX_S;
+    for (;;) {
+        double quiet = vkt__now() + JUNK_IDLE_S;
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, vkt__ms_left(quiet < end ? quiet : end)) <= 0) return got;
+        ssize_t n = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n <= 0) return got;
+        got += (size_t)n;
+    }
+}
+
+/* Read the client's hello. Returns 1 when it came whole with the right
+ * header, 0 when its first bytes are not a vktrain hello (*got: the bytes
+ * read, the rest of what it sends included), -1 when the connection ended
+ * or timed out first (the error is set). Checked as bytes arrive, so other
+ * programs are refused at once even when they send less than a hello. */
+static int read_hello(int fd, hello *h, double deadline, size_t *got)
+{
+    const hello want = {VKT_STORE_HELLO_MAGIC, VKT_AUTH_MAC_BYTES, {0}};
+    const size_t head = offsetof(hello, mac);
+    *got = 0;
+    while (*got < sizeof *h) {
+        struct pollfd p = {fd, POLLIN, 0};
+        int r = poll(&p, 1, vkt__ms_left(deadline));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            VKT_ERROR(VKT_ERR_TIMEOUT, "no hello within %.0f s", HANDSHAKE_S);
+            return -1;
+        }
+        ssize_t n = recv(fd, (char *)h + *got, sizeof *h - *got, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n <= 0) {
+            VKT_ERROR(VKT_ERR_REMOTE, "%s", n == 0 ? "it closed the connection"
+                                                   : strerror(errno));
+            return -1;
+        }
+        size_t was = *got;
+        *got += (size_t)n;
+        if (was < head && memcmp(h, &want, *got < head ? *got : head) != 0) {
+            *got = count_junk(fd, *got);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static int serve_handshake(client *cl)
 {
-    unsigned char nonce[VKT_AUTH_NONCE_BYTES], mac[VKT_AUTH_MAC_BYTES], ok;
+    unsigned char nonce[VKT_AUTH_NONCE_BYTES], ok = 0;
+    hello h;
+    size_t got = 0;
     double deadline = vkt__now() + HANDSHAKE_S;
     vkt__random(nonce, sizeof nonce);
-    if (vkt__net_write_all(cl->fd, nonce, sizeof nonce, deadline, "store client") ||
-        vkt__net_read_all(cl->fd, mac, sizeof mac, deadline, "store client")) {
+    int r = vkt__net_write_all(cl->fd, nonce, sizeof nonce, deadline, "store client") != VKT_OK
+                ? -1
+                : read_hello(cl->fd, &h, deadline, &got);
+    if (r < 0) {
         fprintf(stderr, "vktrain: store: dropped connection from %s during the handshake: %s\n",
                 cl->peer, vkt_last_error());
         return 0;
     }
-    ok = (unsigned char)vkt__auth_verify(&cl->srv->auth, nonce, sizeof nonce, mac);
-    (void)vkt__net_write_all(cl->fd, &ok, 1, deadline, "store client");
-    if (!ok)
+    if (r == 0) {
+        fprintf(stderr, "vktrain: store: refused connection from %s: not a vktrain store client "
+                "(%zu bytes that are no handshake; a port scanner or another program?)\n",
+                cl->peer, got);
+        return 0;
+    }
+    ok = (unsigned char)vkt__auth_verify(&cl->srv->auth, nonce, sizeof nonce, h.mac);
+    if (!ok) /* logged before the answer: the refused rank's report comes after */
         fprintf(stderr, "vktrain: store: refused connection from %s: wrong job secret (it "
                         "is not part of this job, or its VKT_JOB_SECRET differs)\n",
                 cl->peer);
+    (void)vkt__net_write_all(cl->fd, &ok, 1, deadline, "store client");
     return ok;
 }
 
@@ -421,11 +494,12 @@ static const vkt__store_ops tcp_ops = {tcp_set, tcp_try_get, tcp_add, tcp_close}
 
 static vkt_status client_handshake(tcp_store *t, const vkt__auth *auth, double deadline)
 {
-    unsigned char nonce[VKT_AUTH_NONCE_BYTES], mac[VKT_AUTH_MAC_BYTES], ok = 0;
+    unsigned char nonce[VKT_AUTH_NONCE_BYTES], ok = 0;
+    hello h = {VKT_STORE_HELLO_MAGIC, VKT_AUTH_MAC_BYTES, {0}};
     const char *what = t->base.desc;
     VKT_CHECK(vkt__net_read_all(t->fd, nonce, sizeof nonce, deadline, what));
-    vkt__auth_mac(auth, nonce, sizeof nonce, mac);
-    VKT_CHECK(vkt__net_write_all(t->fd, mac, sizeof mac, deadline, what));
+    vkt__auth_mac(auth, nonce, sizeof nonce, h.mac);
+    VKT_CHECK(vkt__net_write_all(t->fd, &h, sizeof h, deadline, what));
     vkt_status st = vkt__net_read_all(t->fd, &ok, 1, deadline, what);
     VKT_FAIL_IF(st != VKT_OK || ok != 1, VKT_ERR_REMOTE,
                 "%s refused this rank's job secret; give every rank the same VKT_JOB_SECRET "

@@ -97,6 +97,11 @@ vkt_status vkt__store_tcp_serve(const char *host, int port, const vkt__auth *aut
 void vkt__store_tcp_stop(vkt__store_server *srv);
 vkt_status vkt__store_tcp_connect(const char *host, int port, const vkt__auth *auth,
                                   double timeout_s, vkt__store **out);
+/* The client's hello, after the server's nonce: {u32 VKT_STORE_HELLO_MAGIC,
+ * u32 VKT_AUTH_MAC_BYTES} then HMAC(key, nonce). A client whose first bytes
+ * differ is logged as no vktrain store client, one with a wrong HMAC as a
+ * wrong job secret. */
+#define VKT_STORE_HELLO_MAGIC 0x54534b56u /* "VKST" */
 /* A TCP store request: {u32 op, u32 keylen, u64 arg} key [value, arg bytes,
  * for SET]. The server reads the header, then the rest, and decodes both
  * with vkt__store_req_decode, which needs no socket (tests/fuzz drives it). */

@@ -346,6 +346,12 @@ vkt_status vkt__vb_connect(const vkt_chan_config *cfg, const char *addr, int pee
     const char *bar = strchr(addr, '|');
     VKT_FAIL_IF(!bar, VKT_ERR_CORRUPT, "rank %d published a malformed verbs address '%s'",
                 peer, addr);
+    /* TEST-ONLY (VKT_INJECT_FAULT=ib_connect_fail:N): the process's N-th verbs
+     * connect fails before its side channel reaches the peer, as when a
+     * firewall refuses the side channel's port. */
+    VKT_FAIL_IF(!*state && vkt__fault_hit("ib_connect_fail"), VKT_ERR_REMOTE,
+                "rank %d: connect to rank %d's verbs side channel at %.*s: Connection "
+                "refused (injected)", cfg->rank, peer, (int)strcspn(bar + 1, "/"), bar + 1);
     if (!*state) {
         *state = vkt_calloc(1, sizeof **state);
         VKT_FAIL_IF(!*state, VKT_ERR_NOMEM, "verbs channel: out of memory");

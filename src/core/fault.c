@@ -17,7 +17,9 @@
  *   kill_save      SIGKILL after the rank wrote its checkpoint shard, before the
  *                  commit (formats/ckpt_dir.c; ranks without a shard never pass)
  *   ib_bad_rkey    a verbs link announces a wrong rkey (transport/verbs_conn.c)
- *   ib_qp_error    a verbs QP is moved to the error state (transport/verbs_chan.c) */
+ *   ib_qp_error    a verbs QP is moved to the error state (transport/verbs_chan.c)
+ *   ib_connect_fail  a verbs connect fails before its side channel reaches the
+ *                  peer (transport/verbs_conn.c) */
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>

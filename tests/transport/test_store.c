@@ -125,8 +125,10 @@ static void test_tcp_store_refuses_nul_key(void **state)
     double dl = vkt__now() + 5;
     assert_int_equal(vkt__net_connect("127.0.0.1", port, dl, "store", &fd), VKT_OK);
     unsigned char nonce[VKT_AUTH_NONCE_BYTES], mac[VKT_AUTH_MAC_BYTES], ok = 0, b[64];
+    uint32_t head[2] = {VKT_STORE_HELLO_MAGIC, VKT_AUTH_MAC_BYTES};
     assert_int_equal(vkt__net_read_all(fd, nonce, sizeof nonce, dl, "s"), VKT_OK);
     vkt__auth_mac(&auth, nonce, sizeof nonce, mac);
+    assert_int_equal(vkt__net_write_all(fd, head, sizeof head, dl, "s"), VKT_OK);
     assert_int_equal(vkt__net_write_all(fd, mac, sizeof mac, dl, "s"), VKT_OK);
     assert_int_equal(vkt__net_read_all(fd, &ok, 1, dl, "s"), VKT_OK);
     assert_int_equal(ok, 1);
@@ -171,18 +173,88 @@ static void test_tcp_store_refuses_wrong_secret(void **state)
      * environment it consults is cached per process). */
     store_addr_arg = addr;
     assert_int_equal(run_ranks(1, unauth_case, NULL, 10, NULL), 0);
-    /* Garbage on the port is dropped; the store keeps serving. */
-    int port = atoi(strrchr(addr, ':') + 1), fd = -1;
-    assert_int_equal(vkt__net_connect("127.0.0.1", port, vkt__now() + 2, "store", &fd), VKT_OK);
-    char junk[100];
-    memset(junk, 0x5a, sizeof junk);
-    assert_int_equal(vkt__net_write_all(fd, junk, sizeof junk, vkt__now() + 2, "s"), VKT_OK);
-    vkt__close(fd);
-    vkt__store *s = connect_store(addr, TEST_SECRET, 0, &st);
-    assert_non_null(s);
-    assert_int_equal(vkt__store_set(s, "k", "v", 1), VKT_OK);
-    vkt__store_close(s);
     stop_store(srv);
+}
+
+/* Send len bytes of junk to the store at port as a plain socket would (the
+ * nonce unread), and return how long the server took to close on it. */
+static double send_junk(int port, const char *junk, size_t len)
+{
+    int fd = -1;
+    char b[64];
+    double t0 = vkt__now();
+    assert_int_equal(vkt__net_connect("127.0.0.1", port, t0 + 2, "store", &fd), VKT_OK);
+    assert_int_equal(vkt__net_write_all(fd, junk, len, t0 + 2, "s"), VKT_OK);
+    /* It sends its nonce, then closes (no answer byte), while we stay open. */
+    while (vkt__net_read_all(fd, b, 1, t0 + 15, "s") == VKT_OK) {
+    }
+    assert_null(strstr(vkt_last_error(), "within")); /* closed, not timed out */
+    vkt__close(fd);
+    return vkt__now() - t0;
+}
+
+static size_t count_in(const char *text, const char *what)
+{
+    size_t n = 0;
+    for (const char *p = text; (p = strstr(p, what)); p++) n++;
+    return n;
+}
+
+/* Bytes that are no vktrain hello are refused as such (with their count),
+ * at once even when fewer than a hello and the sender keeps the connection
+ * open; a real hello with a wrong HMAC is refused as a wrong secret; the
+ * store serves on. The server runs in this process with stderr in a file,
+ * so its log can be read back. */
+static void test_tcp_store_tells_garbage_from_wrong_secret(void **state)
+{
+    (void)state;
+    char log_path[] = "/tmp/vkt-store-log-XXXXXX", addr[64], text[4096] = "";
+    int log_fd = mkstemp(log_path), saved = dup(2), port = 0;
+    assert_true(log_fd >= 0 && saved >= 0);
+    vkt__auth auth;
+    vkt__store_server *srv = NULL;
+    vkt_status st;
+    assert_int_equal(vkt__auth_init(&auth, TEST_SECRET, 0), VKT_OK);
+    fflush(stderr);
+    dup2(log_fd, 2);
+    st = vkt__store_tcp_serve("127.0.0.1", 0, &auth, &srv, &port);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    char junk[100], http[] = "GET / HTTP/1.0\r\n\r\n";
+    memset(junk, 0x5a, sizeof junk);
+    double t_junk = st == VKT_OK ? send_junk(port, junk, sizeof junk) : 0;
+    double t_get = st == VKT_OK ? send_junk(port, "GET", 3) : 0;
+    double t_http = st == VKT_OK ? send_junk(port, http, strlen(http)) : 0;
+    vkt_status wrong = VKT_OK;
+    assert_null(connect_store(addr, "some-other-secret", 0, &wrong));
+    vkt__store *s = connect_store(addr, TEST_SECRET, 0, NULL);
+    vkt_status set = s ? vkt__store_set(s, "k", "v", 1) : VKT_ERR_REMOTE;
+    vkt__store_close(s);
+    vkt__store_tcp_stop(srv);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    ssize_t n = pread(log_fd, text, sizeof text - 1, 0);
+    close(log_fd);
+    unlink(log_path);
+    fprintf(stderr, "the store's log (closed on junk after %.2f, %.2f, %.2f s):\n%s", t_junk,
+            t_get, t_http, n > 0 ? text : "");
+    assert_int_equal(st, VKT_OK);
+    assert_true(n > 0);
+    assert_int_equal(wrong, VKT_ERR_REMOTE);
+    assert_int_equal(set, VKT_OK); /* it keeps serving */
+    const char *refused = "vktrain: store: refused connection from 127.0.0.1: ";
+    char line[256];
+    static const size_t sizes[] = {100, 3, sizeof http - 1};
+    for (int i = 0; i < 3; i++) {
+        snprintf(line, sizeof line, "%snot a vktrain store client (%zu bytes that are no "
+                 "handshake; a port scanner or another program?)\n", refused, sizes[i]);
+        assert_non_null(strstr(text, line));
+    }
+    snprintf(line, sizeof line, "%swrong job secret", refused);
+    assert_int_equal(count_in(text, line), 1);
+    assert_int_equal(count_in(text, "not a vktrain store client"), 3);
+    /* Refused on the first wrong byte, not after the hello's 10 s wait. */
+    assert_true(t_get < 3.0 && t_http < 3.0);
 }
 
 static void test_file_store(void **state)
@@ -334,6 +406,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tcp_store),
         cmocka_unit_test(test_tcp_store_refuses_wrong_secret),
+        cmocka_unit_test(test_tcp_store_tells_garbage_from_wrong_secret),
         cmocka_unit_test(test_store_request_decode),
         cmocka_unit_test(test_tcp_store_refuses_nul_key),
         cmocka_unit_test(test_file_store),

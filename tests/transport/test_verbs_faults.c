@@ -13,7 +13,12 @@
  *     dead-end fabric (rxe2 on a veth whose other end has no RDMA) makes every
  *     rank fall back to tcp with one warning; backend verbs there fails;
  *     links that connect but cannot carry data (a wrong rkey) are caught by
- *     the probe frame and fall back too. */
+ *     the probe frame and fall back too; a rank whose verbs connect fails
+ *     before its side channel reaches the peer (ib_connect_fail) makes the
+ *     peer fall back within seconds, not after comm_timeout_s; after every
+ *     fallback the direct links (a small all-reduce by recursive doubling,
+ *     send/recv) work over tcp; with verbs settled, a direct verbs link whose
+ *     connect fails is made over tcp for that pair. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -34,6 +39,7 @@
 #include <cmocka.h>
 #include <infiniband/verbs.h>
 
+#include "comm_int.h"
 #include "harness.h"
 #include "transport_int.h"
 #include "verbs_int.h"
@@ -49,6 +55,9 @@ typedef struct group {
     int backend;
     int expect_tcp;
     const char *fault; /* VKT_INJECT_FAULT for the two-host ranks, or NULL */
+    const char *p2p_to[2]; /* the kind of rank r's direct link to the other (NULL: the ring's) */
+    double max_create_s;   /* > 0: vkt_comm_create must take no longer */
+    int p2p_fails;         /* the direct links' first data fails (a wrong rkey) */
     int said_ulimit[4];
 } group;
 
@@ -497,6 +506,65 @@ static void deadend_down(void)
     sh("ip link del vktdead0 2>/dev/null");
 }
 
+/* After auto settled: a small all-reduce (recursive doubling, below
+ * latency_bytes, over direct links) and a send/recv each way must work, and
+ * the direct links must be of the expected kinds. */
+static int direct_links(int rank, group *g, vkt_comm *c)
+{
+    enum { SMALL = 64, MSG = 5000 };
+    float x[SMALL], m[MSG];
+    int peer = 1 - rank, bad = 0;
+    for (size_t j = 0; j < SMALL; j++) x[j] = value(rank, j);
+    if (vkt_comm_allreduce(c, x, x, SMALL, VKT_DTYPE_F32, VKT_REDOP_SUM) != VKT_OK)
+        return RANK_FAIL(rank, "small allreduce: %s", vkt_last_error());
+    bad = check_allreduce(rank, 2, x, SMALL, "small allreduce (recursive doubling)");
+    for (int turn = 0; turn < 2 && !bad; turn++) {
+        vkt_status st;
+        if (turn == rank) {
+            for (size_t j = 0; j < MSG; j++) m[j] = value(rank, j);
+            st = vkt_comm_send(c, m, MSG, VKT_DTYPE_F32, peer);
+        } else {
+            memset(m, 0, sizeof m);
+            st = vkt_comm_recv(c, m, MSG, VKT_DTYPE_F32, peer);
+            for (size_t j = 0; j < MSG && st == VKT_OK && !bad; j++)
+                if (m[j] != value(peer, j))
+                    bad = RANK_FAIL(rank, "recv from rank %d: element %zu is %g", peer, j, m[j]);
+        }
+        if (st != VKT_OK) bad = RANK_FAIL(rank, "%s rank %d: %s", turn == rank ? "send to" :
+                                          "recv from", peer, vkt_last_error());
+    }
+    if (bad) return bad;
+    const char *to = c->p2p_to[peer] ? c->p2p_to[peer]->ops->name : "none";
+    const char *from = c->p2p_from[peer] ? c->p2p_from[peer]->ops->name : "none";
+    const char *want_to = g->p2p_to[rank] ? g->p2p_to[rank] : vkt_comm_link(c);
+    const char *want_from = g->p2p_to[peer] ? g->p2p_to[peer] : vkt_comm_link(c);
+    printf("rank %d: direct links to / from rank %d: %s / %s\n", rank, peer, to, from);
+    if (strcmp(to, want_to) != 0 || strcmp(from, want_from) != 0)
+        return RANK_FAIL(rank, "direct links to / from rank %d are %s / %s, expected %s / %s",
+                         peer, to, from, want_to, want_from);
+    return 0;
+}
+
+/* Verbs settled but a direct verbs link cannot carry data: each rank's
+ * error names its device and peer and says to set backend tcp. The sender
+ * may finish its first all-reduce with its write only staged (as in
+ * bad_rkey_body); the refused write is then its next call's error. */
+static int direct_fails(int rank, vkt_comm *c)
+{
+    float x[64] = {0};
+    double t0 = vkt__now();
+    vkt_status st = VKT_OK;
+    for (int i = 0; i < 3 && st == VKT_OK; i++)
+        st = vkt_comm_allreduce(c, x, x, 64, VKT_DTYPE_F32, VKT_REDOP_SUM);
+    if (st == VKT_OK) return RANK_FAIL(rank, "a direct link with a wrong rkey worked");
+    printf("rank %d: %s after %.1f s: %s\n", rank, vkt_status_name(st), vkt__now() - t0,
+           vkt_last_error());
+    int bad = check_named(rank, vkt_last_error(), devices[rank], 1 - rank, 0);
+    if (!bad && !strstr(vkt_last_error(), "set backend = tcp"))
+        bad = RANK_FAIL(rank, "the error should say to set backend = tcp");
+    return bad;
+}
+
 static int auto_body(int rank, int n, void *arg)
 {
     group *g = arg;
@@ -515,6 +583,11 @@ static int auto_body(int rank, int n, void *arg)
     double t0 = vkt__now();
     vkt_status st = vkt_comm_create(&o, &c);
     double took = vkt__now() - t0;
+    if (st == VKT_OK && g->max_create_s > 0 && took > g->max_create_s) {
+        vkt_comm_destroy(c);
+        return RANK_FAIL(rank, "create took %.1f s, expected at most %.0f", took,
+                         g->max_create_s);
+    }
     if (g->backend == VKT_COMM_BACKEND_VERBS) { /* the dead-end port, explicitly */
         vkt_comm_destroy(c);
         if (st == VKT_OK) return RANK_FAIL(rank, "backend verbs over a dead-end port worked");
@@ -529,6 +602,11 @@ static int auto_body(int rank, int n, void *arg)
     int bad = strcmp(vkt_comm_link(c), want) != 0
                   ? RANK_FAIL(rank, "auto chose %s, expected %s", vkt_comm_link(c), want)
                   : 0;
+    if (!bad && g->p2p_fails) {
+        bad = direct_fails(rank, c);
+        vkt_comm_destroy(c);
+        return bad;
+    }
     const size_t counts[] = {1, 4099, 300001};
     float *x = malloc(counts[2] * sizeof *x);
     for (size_t k = 0; k < 3 && !bad && x; k++) {
@@ -539,15 +617,20 @@ static int auto_body(int rank, int n, void *arg)
             bad = check_allreduce(rank, n, x, counts[k], "auto allreduce");
     }
     free(x);
+    if (!bad) bad = direct_links(rank, g, c);
     vkt_comm_destroy(c);
     return bad;
 }
 
-static int run_two_hosts(const char *dev0, const char *dev1, int backend, int expect_tcp,
-                         const char *fault)
+static int run_two_hosts_with(const char *dev0, const char *dev1, int backend, int expect_tcp,
+                              const char *fault, const char *const p2p_to[2],
+                              double max_create_s)
 {
     group *g = group_new(0);
     g->fault = fault;
+    g->p2p_to[0] = p2p_to ? p2p_to[0] : NULL;
+    g->p2p_to[1] = p2p_to ? p2p_to[1] : NULL;
+    g->max_create_s = max_create_s;
     g->dev[0] = dev0;
     g->dev[1] = dev1;
     g->backend = backend;
@@ -561,6 +644,12 @@ static int run_two_hosts(const char *dev0, const char *dev1, int backend, int ex
     hosts_down(g);
     group_free(g);
     return failed;
+}
+
+static int run_two_hosts(const char *dev0, const char *dev1, int backend, int expect_tcp,
+                         const char *fault)
+{
+    return run_two_hosts_with(dev0, dev1, backend, expect_tcp, fault, NULL, 0);
 }
 
 static void test_auto_two_hosts_verbs(void **state)
@@ -592,6 +681,49 @@ static void test_auto_deadend_falls_back(void **state)
     assert_int_equal(explicit, 0);
 }
 
+/* Rank 0's verbs connect to rank 1 fails before its side channel reaches
+ * rank 1 (a refused port): rank 0 publishes its failure at once, rank 1
+ * stops waiting for the accept, and both fall back within seconds (before,
+ * rank 1 waited out comm_timeout_s, 40 s here, and create failed). */
+static void test_auto_early_failure_falls_back(void **state)
+{
+    (void)state;
+    int failed = run_two_hosts_with("rxe0", "rxe1", VKT_COMM_BACKEND_AUTO, 1,
+                                    "ib_connect_fail:1@0", NULL, 10.0);
+    assert_int_equal(failed, 0);
+}
+
+/* Verbs settles (the ring's links pass their probe), then rank 0's first
+ * direct verbs connect (its 2nd verbs connect) fails: that pair's link from
+ * rank 0 is made over tcp, the one from rank 1 stays verbs. */
+static void test_auto_direct_link_falls_back(void **state)
+{
+    (void)state;
+    static const char *const p2p[2] = {"tcp", "verbs"};
+    int failed = run_two_hosts_with("rxe0", "rxe1", VKT_COMM_BACKEND_AUTO, 0,
+                                    "ib_connect_fail:2@0", p2p, 0);
+    assert_int_equal(failed, 0);
+}
+
+/* Verbs settles, then rank 1's first direct receiving link (its 2nd
+ * receiving link) announces a wrong rkey: that unprobed link fails, and
+ * both errors say what to do. */
+static void test_auto_direct_link_error_named(void **state)
+{
+    (void)state;
+    group *g = group_new(0);
+    g->fault = "ib_bad_rkey:2@1";
+    g->dev[0] = "rxe0";
+    g->dev[1] = "rxe1";
+    g->backend = VKT_COMM_BACKEND_AUTO;
+    g->p2p_fails = 1;
+    int failed = -1;
+    if (hosts_up(g) == 0) failed = run_ranks(2, auto_body, g, 120, NULL);
+    hosts_down(g);
+    group_free(g);
+    assert_int_equal(failed, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -604,6 +736,9 @@ int main(void)
         cmocka_unit_test(test_auto_two_hosts_verbs),
         cmocka_unit_test(test_auto_probe_falls_back),
         cmocka_unit_test(test_auto_deadend_falls_back),
+        cmocka_unit_test(test_auto_early_failure_falls_back),
+        cmocka_unit_test(test_auto_direct_link_falls_back),
+        cmocka_unit_test(test_auto_direct_link_error_named),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
