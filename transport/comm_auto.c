@@ -26,15 +26,19 @@ void vkt__comm_trial_fail(vkt__verbs_trial *t, const char *what)
 #define ASK_EVERY_S 0.1
 
 /* 1 when rank q has published a verbs failure (its verdict is neither "ok"
- * nor "none"; none at all yet: 0); why receives it. */
-static int heard_failure(vkt_comm *c, int q, char *why, size_t cap)
+ * nor "none"; none at all yet: 0); why receives it. After a store error it
+ * asks no more: a tcp store has closed its connection by then, so every
+ * later look would fail the same way, and the vote reports the error. */
+static int heard_failure(vkt_comm *c, vkt__verbs_trial *t, int q, char *why, size_t cap)
 {
     char key[64];
     size_t len = 0;
     int found = 0;
+    if (t->store_broken) return 0;
     snprintf(key, sizeof key, "vkt/auto/%d", q);
     if (c->store->ops->try_get(c->store, key, why, cap - 1, &len, &found) != VKT_OK) {
-        vkt_clear_error(); /* asked again later; the vote reports a dead store */
+        vkt_clear_error();
+        t->store_broken = 1;
         return 0;
     }
     why[found ? len : 0] = '\0';
@@ -56,7 +60,7 @@ void vkt__comm_trial_exchange(vkt_comm *c, vkt__verbs_trial *t, int wait_to, int
     int next = (c->rank + 1) % c->size, prev = (c->rank + c->size - 1) % c->size;
     for (int side = 0; side < 2; side++) {
         int q = side ? prev : next;
-        if (!(side ? wait_from : wait_to) || !heard_failure(c, q, theirs, sizeof theirs))
+        if (!(side ? wait_from : wait_to) || !heard_failure(c, t, q, theirs, sizeof theirs))
             continue;
         /* Its link will be remade over tcp: waiting on for it is pointless. */
         snprintf(why, sizeof why, "rank %d's verbs failed before its link %s this rank was "

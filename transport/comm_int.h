@@ -94,7 +94,8 @@ struct vkt_comm {
     vkt_chan_listener *lis_tcp, *lis_shm, *lis_verbs;
     char host_id[128];
     char verbs_dev[64];            /* this rank's verbs port ("rxe0:1"), for messages */
-    char p2p_verbs_why[400];       /* the last direct verbs link that failed to arrive */
+    char p2p_verbs_why[400];       /* why a direct verbs link from rank p2p_verbs_peer failed */
+    int p2p_verbs_peer;            /* ... (-1: unknown); valid while p2p_verbs_why[0] */
     const char *link_name;         /* kind of to_next, kept after a failure */
     vkt__gloo *gloo;               /* backend gloo with 2+ ranks: runs every collective */
 
@@ -174,7 +175,8 @@ typedef struct vkt__listeners {
 typedef struct vkt__verbs_trial {
     int soft;
     int to_failed, from_failed;
-    int told;          /* the failure is in the store already (vkt__comm_trial_tell) */
+    int told;          /* the failure is in the store already (vkt__comm_trial_exchange) */
+    int store_broken;  /* a look failed: ask no more, the vote reports the store's error */
     double next_ask;   /* when to look for the neighbours' failures next */
     char why[400]; /* the first failure, with the device in it */
 } vkt__verbs_trial;
@@ -201,8 +203,8 @@ vkt_status vkt__comm_connect_ring(vkt_comm *c, const vkt_chan_config *cfg,
 void vkt__comm_trial_fail(vkt__verbs_trial *t, const char *what);
 /* While the ring's links are made under auto: publish this rank's first
  * verbs failure at once (its verdict, vkt/auto/<rank>), and look (every
- * 100 ms) for one from a neighbour whose link this rank still waits for;
- * one heard fails that side here too. A rank whose connect failed before
+ * 100 ms, until the first store error) for one from a neighbour whose link
+ * this rank still waits for; one heard fails that side here too. A rank whose connect failed before
  * its side channel reached the peer would otherwise leave that peer
  * waiting for the accept until comm_timeout_s. */
 void vkt__comm_trial_exchange(vkt_comm *c, vkt__verbs_trial *t, int wait_to, int wait_from);

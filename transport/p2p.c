@@ -44,7 +44,8 @@ static vkt_status tables(vkt_comm *c)
 
 static vkt_status gone(vkt_comm *c, int peer, int sending)
 {
-    if (!sending && c->p2p_verbs_why[0])
+    /* Only a failure of this peer's own verbs link explains its absence. */
+    if (!sending && c->p2p_verbs_why[0] && c->p2p_verbs_peer == peer)
         return VKT_ERROR(VKT_ERR_TIMEOUT, "rank %d: no direct link from rank %d within %.0f s; "
                          "a direct verbs link on %s failed meanwhile (%s): if verbs cannot "
                          "reach between these ranks, set backend = tcp", c->rank, peer,
@@ -137,6 +138,7 @@ static vkt_status accept_from(vkt_comm *c, int peer)
                         "on %s failed: %s; waiting for it over tcp\n", c->rank, c->verbs_dev,
                         vkt_last_error());
                 snprintf(c->p2p_verbs_why, sizeof c->p2p_verbs_why, "%s", vkt_last_error());
+                c->p2p_verbs_peer = q; /* -1 when it failed before naming its rank */
                 vkt_clear_error();
                 continue;
             }
@@ -150,6 +152,8 @@ static vkt_status accept_from(vkt_comm *c, int peer)
                 continue;
             }
             c->p2p_from[q] = ch;
+            if (c->p2p_verbs_why[0] && c->p2p_verbs_peer == q)
+                c->p2p_verbs_why[0] = '\0'; /* it came after all (over tcp) */
         }
         if (got) continue;
         VKT_FAIL_IF(atomic_load(&c->aborted), VKT_ERR_INVALID_USAGE,
@@ -181,16 +185,21 @@ void vkt__p2p_close(vkt_comm *c)
 }
 
 /* A step over a direct verbs link failed under backend auto: that link was
- * never probed (only the ring's are), so say how to do without verbs. */
+ * never probed (only the ring's are), so say how to do without verbs. Only
+ * for a remote failure the verbs channel itself reports (its messages say
+ * "verbs channel ... (<device> port N)"): an abort, a length mismatch, a
+ * corrupt frame or a failure on a tcp or shm link are no verbs trouble, and
+ * tcp would not help. x holds this step's links only (each call sets them). */
 static vkt_status hint_tcp(const vkt__op_ctx *x, vkt_status st)
 {
     const vkt_comm *c = x->c;
     char msg[VKT_COMM_MSG_CAP];
     int verbs = 0;
-    if (st == VKT_OK || c->backend != VKT_COMM_BACKEND_AUTO) return st;
+    if (st != VKT_ERR_REMOTE || c->backend != VKT_COMM_BACKEND_AUTO) return st;
     for (int i = 0; i < x->nto; i++) verbs |= x->to[i]->ops == &vkt__verbs_channel;
     for (int i = 0; i < x->nfrom; i++) verbs |= x->from[i]->ops == &vkt__verbs_channel;
-    if (!verbs) return st;
+    const char *e = vkt_last_error();
+    if (!verbs || !strstr(e, "verbs channel")) return st;
     snprintf(msg, sizeof msg, "%s", vkt_last_error());
     return VKT_ERROR(st, "%s (a direct verbs link on %s, which backend auto does not probe: if "
                      "verbs cannot reach between these ranks, set backend = tcp)", msg,

@@ -5,11 +5,18 @@
  * Wire protocol, native byte order (the ranks of one job share an ABI):
  *   accept:   server -> 32-byte nonce
  *             client -> {u32 magic "VKST", u32 32} HMAC(key, nonce)
- *             server -> 1 byte: 1 accepted, 0 refused (then closes)
+ *             server -> 1 byte: 1 accepted, 0 refused (wrong secret), 2 not
+ *                       this protocol (another header; then it closes)
  *   request:  {u32 op, u32 keylen, u64 arg} key [value, arg bytes, for SET]
  *   response: {u32 status, u32 0, u64 val} [value, val bytes, for GET]
  * The hello's fixed header tells bytes from some other program (a port
- * scanner, a misdirected client) apart from a rank with another secret. */
+ * scanner, a misdirected client, another vktrain version) apart from a rank
+ * with another secret; such a peer gets answer 2, so a vktrain client of an
+ * older or newer build can say "another protocol" instead of "wrong secret".
+ *
+ * A client thread marks itself done when its connection ends; the acceptor
+ * joins, closes and frees done clients before it adds the next one, so junk
+ * connections and ranks that come and go cost nothing once they are gone. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -25,6 +32,7 @@
 
 enum { OP_SET = VKT_STORE_OP_SET, OP_GET = VKT_STORE_OP_GET, OP_ADD = VKT_STORE_OP_ADD };
 enum { RESP_OK = 0, RESP_NOTFOUND = 1, RESP_BAD = 2 };
+enum { HELLO_REFUSED = 0, HELLO_OK = 1, HELLO_OTHER_PROTOCOL = 2 }; /* the answer byte */
 
 #define KEY_MAX 1024u
 #define VAL_MAX (1u << 20)
@@ -32,6 +40,8 @@ enum { RESP_OK = 0, RESP_NOTFOUND = 1, RESP_BAD = 2 };
 #define MAX_CLIENTS 4096
 #define JUNK_IDLE_S 0.2         /* counting a non-client's bytes: stop after this quiet */
 #define JUNK_MAX_S 1.0          /* ... or this long in all */
+#define ACCEPT_BACKOFF_MS 100   /* out of fds: wait this long before accepting again */
+#define REAP_EVERY_MS 1000      /* with clients and no new ones, reap this often */
 
 /* The client's answer to the nonce. */
 typedef struct hello {
@@ -59,6 +69,7 @@ typedef struct client {
     int fd;
     pthread_t thread;
     struct vkt__store_server *srv;
+    int done; /* set (under srv->mu) by the thread as it ends: ready to join */
     char peer[64];
 } client;
 
@@ -69,7 +80,7 @@ struct vkt__store_server {
     pthread_mutex_t mu; /* guards kvs and clients */
     kv *kvs;
     size_t nkv, capkv;
-    client *clients[MAX_CLIENTS];
+    client *clients[MAX_CLIENTS]; /* live ones, and done ones not yet reaped */
     int nclients;
 };
 
@@ -182,7 +193,7 @@ static int read_hello(int fd, hello *h, double deadline, size_t *got)
 
 static int serve_handshake(client *cl)
 {
-    unsigned char nonce[VKT_AUTH_NONCE_BYTES], ok = 0;
+    unsigned char nonce[VKT_AUTH_NONCE_BYTES], ok = HELLO_REFUSED;
     hello h;
     size_t got = 0;
     double deadline = vkt__now() + HANDSHAKE_S;
@@ -199,6 +210,10 @@ static int serve_handshake(client *cl)
         fprintf(stderr, "vktrain: store: refused connection from %s: not a vktrain store client "
                 "(%zu bytes that are no handshake; a port scanner or another program?)\n",
                 cl->peer, got);
+        /* A vktrain client of another build reads this and says so; other
+         * programs get one stray byte before the close. */
+        unsigned char other = HELLO_OTHER_PROTOCOL;
+        (void)vkt__net_write_all(cl->fd, &other, 1, deadline, "store client");
         return 0;
     }
     ok = (unsigned char)vkt__auth_verify(&cl->srv->auth, nonce, sizeof nonce, h.mac);
@@ -304,14 +319,42 @@ static void *client_main(void *arg)
     if (serve_handshake(cl))
         while (serve_one(cl)) {
         }
-    /* The fd stays open until stop joins us, so it cannot be reused under a
-     * concurrent shutdown(). */
+    /* The fd stays open until the acceptor (or stop) joins us, so its number
+     * cannot be reused under a concurrent shutdown() from stop. */
     shutdown(cl->fd, SHUT_RDWR);
+    pthread_mutex_lock(&cl->srv->mu);
+    cl->done = 1;
+    pthread_mutex_unlock(&cl->srv->mu);
     return NULL;
+}
+
+/* Join, close and free the clients whose threads have ended, keeping the
+ * live ones packed at the front. Only the acceptor thread (and stop, after
+ * joining it) changes the client list's length, so nothing races with it. */
+static void reap_clients(struct vkt__store_server *s)
+{
+    int keep = 0;
+    for (int i = 0; i < s->nclients; i++) {
+        client *cl = s->clients[i];
+        pthread_mutex_lock(&s->mu);
+        int done = cl->done;
+        pthread_mutex_unlock(&s->mu);
+        if (!done) {
+            s->clients[keep++] = cl;
+            continue;
+        }
+        pthread_join(cl->thread, NULL);
+        vkt__close(cl->fd);
+        vkt_free(cl);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->nclients = keep;
+    pthread_mutex_unlock(&s->mu);
 }
 
 static void add_client(struct vkt__store_server *s, int fd)
 {
+    reap_clients(s);
     client *cl = vkt_calloc(1, sizeof *cl);
     if (!cl || s->nclients == MAX_CLIENTS) {
         fprintf(stderr, "vktrain: store: too many connections; dropping one\n");
@@ -340,14 +383,32 @@ static void add_client(struct vkt__store_server *s, int fd)
 static void *acceptor_main(void *arg)
 {
     struct vkt__store_server *s = arg;
+    int backoff = 0, told = 0; /* out of fds: pause accepting; said so once */
     for (;;) {
-        struct pollfd p[2] = {{s->lfd, POLLIN, 0}, {s->wake[0], POLLIN, 0}};
-        if (poll(p, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            break;
+        /* While backing off, wait for the wake pipe only; otherwise a
+         * pending connection would wake us at once and we would spin. */
+        struct pollfd p[2] = {{s->wake[0], POLLIN, 0}, {s->lfd, POLLIN, 0}};
+        int r = poll(p, backoff ? 1 : 2,
+                     backoff ? ACCEPT_BACKOFF_MS : s->nclients ? REAP_EVERY_MS : -1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 || p[0].revents) break;
+        if (r == 0 && !backoff) { /* quiet: free what the last clients left */
+            reap_clients(s);
+            told = 0; /* the rush is over: a later shortage is news again */
+            continue;
         }
-        if (p[1].revents) break;
+        backoff = 0;
         int fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+            int err = errno;
+            reap_clients(s); /* finished clients may free some */
+            if (!told)
+                fprintf(stderr, "vktrain: store: out of file descriptors (%s) with %d "
+                        "connection(s) open; new ranks wait until some close (raise ulimit -n)\n",
+                        strerror(err), s->nclients);
+            told = backoff = 1;
+            continue;
+        }
         if (fd < 0) continue;
         vkt__net_tune(fd);
         add_client(s, fd);
@@ -415,11 +476,27 @@ void vkt__store_tcp_stop(vkt__store_server *s)
 
 typedef struct tcp_store {
     vkt__store base;
-    int fd;
+    int fd;             /* -1 once lost */
     pthread_mutex_t mu; /* one request at a time on the connection */
+    char addr[80];      /* host:port, for messages */
+    vkt_status lost;    /* why fd is -1: the failed request's status... */
+    char lost_why[256]; /* ... and its message */
 } tcp_store;
 
-/* Send a request and read the response header (and GET's value). */
+/* A request that failed part-way (timed out, or its reply came short) leaves
+ * the stream out of step: a late reply would be read as the answer to the
+ * next request. So the connection is closed and later calls fail at once. */
+static void lose_connection(tcp_store *t, vkt_status st)
+{
+    t->lost = st;
+    snprintf(t->lost_why, sizeof t->lost_why, "%s", vkt_last_error());
+    vkt__close(t->fd);
+    t->fd = -1;
+}
+
+/* Send a request and read the response header (and GET's value). Errors
+ * that leave the stream in step (a value too large for buf, a failure the
+ * server reports) keep the connection; any I/O error loses it. */
 static vkt_status roundtrip(tcp_store *t, uint32_t op, const char *key, uint64_t arg,
                             const void *val, resp_hdr *r, void *buf, size_t cap, size_t *len)
 {
@@ -428,12 +505,19 @@ static vkt_status roundtrip(tcp_store *t, uint32_t op, const char *key, uint64_t
     req_hdr h = {op, (uint32_t)kl, arg};
     double deadline = vkt__now() + t->base.timeout_s;
     const char *what = t->base.desc;
-    vkt_status st;
+    vkt_status st = VKT_OK;
     pthread_mutex_lock(&t->mu);
-    VKT_CHECK_GOTO(st, vkt__net_write_all(t->fd, &h, sizeof h, deadline, what), out);
-    VKT_CHECK_GOTO(st, vkt__net_write_all(t->fd, key, kl, deadline, what), out);
-    if (op == OP_SET) VKT_CHECK_GOTO(st, vkt__net_write_all(t->fd, val, arg, deadline, what), out);
-    VKT_CHECK_GOTO(st, vkt__net_read_all(t->fd, r, sizeof *r, deadline, what), out);
+    if (t->fd < 0) {
+        st = VKT_ERROR(t->lost, "store connection to %s lost after an earlier error (%s); "
+                       "this rank cannot use the store any more", t->addr, t->lost_why);
+        pthread_mutex_unlock(&t->mu);
+        return st;
+    }
+    VKT_CHECK_GOTO(st, vkt__net_write_all(t->fd, &h, sizeof h, deadline, what), lost);
+    VKT_CHECK_GOTO(st, vkt__net_write_all(t->fd, key, kl, deadline, what), lost);
+    if (op == OP_SET)
+        VKT_CHECK_GOTO(st, vkt__net_write_all(t->fd, val, arg, deadline, what), lost);
+    VKT_CHECK_GOTO(st, vkt__net_read_all(t->fd, r, sizeof *r, deadline, what), lost);
     if (op == OP_GET && r->status == RESP_OK) {
         if (r->val > cap) {
             /* Drain the value so the connection stays in step for later calls. */
@@ -443,17 +527,21 @@ static vkt_status roundtrip(tcp_store *t, uint32_t op, const char *key, uint64_t
                 st = vkt__net_read_all(t->fd, sink, n, deadline, what);
                 left -= n;
             }
-            if (st == VKT_OK)
-                st = VKT_ERROR(VKT_ERR_CORRUPT, "%s: value of '%s' has %llu bytes, expected "
-                               "at most %zu", what, key, (unsigned long long)r->val, cap);
+            if (st != VKT_OK) goto lost;
+            st = VKT_ERROR(VKT_ERR_CORRUPT, "%s: value of '%s' has %llu bytes, expected "
+                           "at most %zu", what, key, (unsigned long long)r->val, cap);
             goto out;
         }
-        VKT_CHECK_GOTO(st, vkt__net_read_all(t->fd, buf, r->val, deadline, what), out);
+        VKT_CHECK_GOTO(st, vkt__net_read_all(t->fd, buf, r->val, deadline, what), lost);
         *len = r->val;
     }
     if (r->status == RESP_BAD)
         st = VKT_ERROR(VKT_ERR_REMOTE, "%s: the server failed '%s' (out of memory?)", what, key);
 out:
+    pthread_mutex_unlock(&t->mu);
+    return st;
+lost:
+    lose_connection(t, st);
     pthread_mutex_unlock(&t->mu);
     return st;
 }
@@ -494,14 +582,17 @@ static const vkt__store_ops tcp_ops = {tcp_set, tcp_try_get, tcp_add, tcp_close}
 
 static vkt_status client_handshake(tcp_store *t, const vkt__auth *auth, double deadline)
 {
-    unsigned char nonce[VKT_AUTH_NONCE_BYTES], ok = 0;
+    unsigned char nonce[VKT_AUTH_NONCE_BYTES], ok = HELLO_REFUSED;
     hello h = {VKT_STORE_HELLO_MAGIC, VKT_AUTH_MAC_BYTES, {0}};
     const char *what = t->base.desc;
     VKT_CHECK(vkt__net_read_all(t->fd, nonce, sizeof nonce, deadline, what));
     vkt__auth_mac(auth, nonce, sizeof nonce, h.mac);
     VKT_CHECK(vkt__net_write_all(t->fd, &h, sizeof h, deadline, what));
     vkt_status st = vkt__net_read_all(t->fd, &ok, 1, deadline, what);
-    VKT_FAIL_IF(st != VKT_OK || ok != 1, VKT_ERR_REMOTE,
+    VKT_FAIL_IF(st == VKT_OK && ok == HELLO_OTHER_PROTOCOL, VKT_ERR_REMOTE,
+                "the store at %s speaks another protocol (another vktrain version?); run the "
+                "same vktrain build on every rank", t->addr);
+    VKT_FAIL_IF(st != VKT_OK || ok != HELLO_OK, VKT_ERR_REMOTE,
                 "%s refused this rank's job secret; give every rank the same VKT_JOB_SECRET "
                 "(or all none, with allow_unauthenticated)", what);
     return VKT_OK;
@@ -514,9 +605,11 @@ vkt_status vkt__store_tcp_connect(const char *host, int port, const vkt__auth *a
     tcp_store *t = vkt_calloc(1, sizeof *t);
     *out = NULL;
     VKT_FAIL_IF(!t, VKT_ERR_NOMEM, "tcp store: out of memory");
+    t->fd = -1;
     t->base.ops = &tcp_ops;
     t->base.timeout_s = timeout_s;
     snprintf(t->base.desc, sizeof t->base.desc, "tcp store %s:%d", host, port);
+    snprintf(t->addr, sizeof t->addr, "%s:%d", host, port);
     pthread_mutex_init(&t->mu, NULL);
     double deadline = vkt__now() + timeout_s;
     VKT_CHECK_GOTO(st, vkt__net_connect(host, port, deadline, t->base.desc, &t->fd), fail);

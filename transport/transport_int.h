@@ -73,6 +73,10 @@ typedef struct vkt__store_ops {
     vkt_status (*add)(vkt__store *s, const char *key, int64_t delta, int64_t *result);
     void (*close)(vkt__store *s);
 } vkt__store_ops;
+/* TCP: a call that fails part-way (timeout, connection error) closes the
+ * connection, and every later call fails at once with that status ("store
+ * connection to ADDR lost after an earlier error (...)"): a late reply must
+ * never answer the next request. */
 
 struct vkt__store {
     const vkt__store_ops *ops;
@@ -99,8 +103,9 @@ vkt_status vkt__store_tcp_connect(const char *host, int port, const vkt__auth *a
                                   double timeout_s, vkt__store **out);
 /* The client's hello, after the server's nonce: {u32 VKT_STORE_HELLO_MAGIC,
  * u32 VKT_AUTH_MAC_BYTES} then HMAC(key, nonce). A client whose first bytes
- * differ is logged as no vktrain store client, one with a wrong HMAC as a
- * wrong job secret. */
+ * differ is logged as no vktrain store client and answered 2 (a vktrain
+ * client of another build then reports "another protocol"), one with a
+ * wrong HMAC as a wrong job secret (answer 0). */
 #define VKT_STORE_HELLO_MAGIC 0x54534b56u /* "VKST" */
 /* A TCP store request: {u32 op, u32 keylen, u64 arg} key [value, arg bytes,
  * for SET]. The server reads the header, then the rest, and decodes both

@@ -321,6 +321,7 @@ vkt_status vkt__vb_accept(vkt_chan_listener *l, vkt_chan **out, int *peer)
                                "finish within %.0f s", q, SETUP_TIMEOUT_S);
             setup_drop(s);
             l->pend[i] = l->pend[--l->npend];
+            *peer = q; /* which rank's link failed, for backend auto's messages */
             return vkt__error_context(st, "rank %d: accepting a verbs link from rank %d",
                                       l->cfg.rank, q);
         }

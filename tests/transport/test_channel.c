@@ -1,5 +1,6 @@
 /* Unit tests of the TCP channel in one process: setup that never blocks,
- * framed transfers (tcp and shm), and every malformed input refused with a clear error
+ * framed transfers (tcp and shm), reduce-on-receive over shm, and every
+ * malformed input refused with a clear error
  * (garbage on the listening port, a wrong secret, bad magic, sequence,
  * length or checksum). */
 #include <setjmp.h>
@@ -230,6 +231,69 @@ static void test_peer_closed(void **state)
     ops = &vkt__tcp_channel;
 }
 
+/* Reduce-on-receive in one process (the shared code of chan_ring.c:
+ * vkt__chan_req_reduce, vkt__ring_recv_some): frames of odd element counts
+ * in f32, f16 and i32, six queued at a time (about 4.4 MiB, more than the
+ * 4 MiB shm ring holds, so the receiver reduces them in pieces), for three
+ * rounds, so frames and their padding cross the ring's end several times.
+ * Every element is checked: received + red_in, exact for these small
+ * integers in every dtype. */
+enum { NRED = 6 };
+
+static double red_sent(size_t i, int k) { return (double)((i * 7 + (size_t)k) % 13) - 6; }
+static double red_in_val(size_t i, int k) { return (double)((i * 3 + (size_t)k) % 11) - 5; }
+
+static void test_shm_irecv_reduce_wraps(void **state)
+{
+    (void)state;
+    static const vkt_dtype types[3] = {VKT_DTYPE_F32, VKT_DTYPE_F16, VKT_DTYPE_I32};
+    static const size_t counts[3] = {262143, 300007, 150001}; /* odd: padded frames */
+    pair p;
+    ops = &vkt__shm_channel;
+    listen_pair(&p, 0); /* no checksums: they do not mix with irecv_reduce */
+    connect_pair(&p, &p.cfg1);
+    char *src[NRED], *in[NRED], *dst[NRED];
+    vkt_chan_req s[NRED], r[NRED];
+    size_t total = 0;
+    for (int round = 0; round < 3; round++) {
+        for (int j = 0; j < NRED; j++) {
+            int k = round * NRED + j;
+            vkt_dtype t = types[j % 3];
+            size_t n = counts[j % 3] + (size_t)(2 * round), len = n * vkt_dtype_size(t);
+            src[j] = malloc(len);
+            in[j] = malloc(len);
+            dst[j] = malloc(len);
+            assert_true(src[j] && in[j] && dst[j]);
+            for (size_t i = 0; i < n; i++) {
+                tv_set(src[j], i, t, red_sent(i, k));
+                tv_set(in[j], i, t, red_in_val(i, k));
+            }
+            memset(dst[j], 0x55, len);
+            assert_int_equal(ops->isend(p.tx, &s[j], src[j], len), VKT_OK);
+            assert_int_equal(ops->irecv_reduce(p.rx, &r[j], dst[j], in[j], len, t,
+                                               VKT_REDOP_SUM), VKT_OK);
+            total += len;
+        }
+        for (int j = 0; j < NRED; j++) {
+            int k = round * NRED + j;
+            vkt_dtype t = types[j % 3];
+            size_t n = counts[j % 3] + (size_t)(2 * round), wrong = 0;
+            assert_int_equal(drive(&p, &r[j]), VKT_OK);
+            assert_int_equal(drive(&p, &s[j]), VKT_OK);
+            for (size_t i = 0; i < n; i++)
+                wrong += tv_get(dst[j], i, t) != red_sent(i, k) + red_in_val(i, k);
+            if (wrong) fail_msg("round %d frame %d (dtype %d): %zu of %zu wrong", round, j,
+                                (int)t, wrong, n);
+            free(src[j]);
+            free(in[j]);
+            free(dst[j]);
+        }
+    }
+    assert_true(total > 3 * (4u << 20)); /* the ring wrapped at least three times */
+    close_pair(&p);
+    ops = &vkt__tcp_channel;
+}
+
 /* shm: a rank with another secret is refused; one on "another host" (a
  * forged host id) is told to use tcp. */
 static void test_shm_refusals(void **state)
@@ -269,6 +333,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_transfer),
         cmocka_unit_test(test_transfer_shm),
+        cmocka_unit_test(test_shm_irecv_reduce_wraps),
         cmocka_unit_test(test_shm_refusals),
         cmocka_unit_test(test_refuses_garbage_and_wrong_secret),
         cmocka_unit_test(test_refuses_bad_frames),

@@ -1,6 +1,11 @@
 /* Unit tests of the rendezvous stores and job-secret handling: TCP and file
- * stores, wrong secrets refused, secret-file permissions, and the option
- * checks of vkt_comm_create. */
+ * stores, wrong secrets refused, other programs and protocols told apart,
+ * connections reaped and a server out of descriptors, a timed-out request
+ * losing its connection, secret-file permissions, and the option checks of
+ * vkt_comm_create. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,8 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -185,7 +192,8 @@ static double send_junk(int port, const char *junk, size_t len)
     double t0 = vkt__now();
     assert_int_equal(vkt__net_connect("127.0.0.1", port, t0 + 2, "store", &fd), VKT_OK);
     assert_int_equal(vkt__net_write_all(fd, junk, len, t0 + 2, "s"), VKT_OK);
-    /* It sends its nonce, then closes (no answer byte), while we stay open. */
+    /* It sends its nonce (and answer 2, "another protocol"), then closes,
+     * while we stay open. */
     while (vkt__net_read_all(fd, b, 1, t0 + 15, "s") == VKT_OK) {
     }
     assert_null(strstr(vkt_last_error(), "within")); /* closed, not timed out */
@@ -255,6 +263,298 @@ static void test_tcp_store_tells_garbage_from_wrong_secret(void **state)
     assert_int_equal(count_in(text, "not a vktrain store client"), 3);
     /* Refused on the first wrong byte, not after the hello's 10 s wait. */
     assert_true(t_get < 3.0 && t_http < 3.0);
+}
+
+/* --------------------------------------------- connections that come and go -- */
+
+/* Open descriptors of this process (the listing's own excluded). */
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    if (!d) return -1;
+    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1;
+}
+
+/* A descriptor limit under which exactly n more descriptors can be opened
+ * (new ones take the lowest free numbers, and the limit bounds the number;
+ * the environment may leave holes, such as an inherited fd 251). */
+static int room_for(int n)
+{
+    int f = 0;
+    for (int free = 0;; f++)
+        if (fcntl(f, F_GETFD) < 0 && ++free == n) break;
+    return f + 1;
+}
+
+/* Redirect stderr into a fresh temporary file; returns the saved stderr. */
+static int log_begin(int *log_fd, char *path)
+{
+    *log_fd = mkstemp(path);
+    int saved = dup(2);
+    assert_true(*log_fd >= 0 && saved >= 0);
+    fflush(stderr);
+    dup2(*log_fd, 2);
+    return saved;
+}
+
+/* Undo log_begin and read the log back into text (cap bytes). */
+static void log_end(int log_fd, int saved, const char *path, char *text, size_t cap)
+{
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    ssize_t n = pread(log_fd, text, cap - 1, 0);
+    text[n > 0 ? n : 0] = '\0';
+    close(log_fd);
+    unlink(path);
+}
+
+/* 300 connections that come and go (junk that closes, connections closed
+ * before the hello, real clients that set a key and leave) leave no
+ * descriptor, thread or client slot behind once they are gone: the server's
+ * open descriptors return to what it had before, and it serves on. */
+static void test_tcp_store_reaps_finished_connections(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/vkt-store-log-XXXXXX", addr[64], text[1 << 16];
+    int log_fd, saved = log_begin(&log_fd, path), port = 0;
+    vkt__auth auth;
+    vkt__store_server *srv = NULL;
+    assert_int_equal(vkt__auth_init(&auth, TEST_SECRET, 0), VKT_OK);
+    vkt_status st = vkt__store_tcp_serve("127.0.0.1", 0, &auth, &srv, &port);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    int base = count_fds(), bad = 0, peak = 0;
+    for (int i = 0; i < 300 && st == VKT_OK && !bad; i++) {
+        int fd = -1;
+        if (i % 3 == 2) { /* a real client */
+            vkt__store *s = connect_store(addr, TEST_SECRET, 0, NULL);
+            char key[32];
+            snprintf(key, sizeof key, "k%d", i);
+            bad = !s || vkt__store_set(s, key, "v", 1) != VKT_OK;
+            vkt__store_close(s);
+            continue;
+        }
+        bad = vkt__net_connect("127.0.0.1", port, vkt__now() + 2, "store", &fd) != VKT_OK;
+        if (i % 3 == 0 && !bad) /* junk, then gone */
+            bad = vkt__net_write_all(fd, "GET / HTTP/1.0\r\n\r\n", 18, vkt__now() + 2, "s");
+        vkt__close(fd);
+        int now = count_fds();
+        peak = now > peak ? now : peak;
+    }
+    /* Finished clients are reaped on the next accept, or within about a
+     * second when none comes. */
+    int after = count_fds();
+    for (double end = vkt__now() + 10; after > base && vkt__now() < end; after = count_fds())
+        vkt__sleep_ms(50);
+    vkt__store *s = connect_store(addr, TEST_SECRET, 0, NULL);
+    char buf[8];
+    size_t len = 0;
+    vkt_status get = s ? vkt__store_get(s, "k299", buf, sizeof buf, &len) : VKT_ERR_REMOTE;
+    vkt__store_close(s);
+    vkt__store_tcp_stop(srv);
+    log_end(log_fd, saved, path, text, sizeof text);
+    fprintf(stderr, "store fds: %d before, %d at most meanwhile, %d after 300 connections\n",
+            base, peak, after);
+    assert_int_equal(st, VKT_OK);
+    assert_false(bad);
+    assert_int_equal(after, base);
+    assert_int_equal(get, VKT_OK);
+    assert_int_equal(count_in(text, "not a vktrain store client"), 100);
+}
+
+/* A server out of descriptors says so once, does not spin on accept, and
+ * lets ranks in again once connections close. The server runs in a child
+ * whose descriptor limit leaves room for 3 connections; 8 are opened and
+ * held for 2 s, then closed. */
+static void test_tcp_store_out_of_fds(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/vkt-store-log-XXXXXX", addr[64], text[4096];
+    int pp[2], cp[2], port = 0, held[8], log_fd = mkstemp(path);
+    assert_true(log_fd >= 0 && pipe(pp) == 0 && pipe(cp) == 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pp[0]);
+        close(cp[1]);
+        alarm(60);
+        dup2(log_fd, 2);
+        vkt__auth auth;
+        vkt__store_server *srv = NULL;
+        if (vkt__auth_init(&auth, TEST_SECRET, 0) != VKT_OK ||
+            vkt__store_tcp_serve("127.0.0.1", 0, &auth, &srv, &port) != VKT_OK)
+            _exit(1);
+        struct rlimit rl;
+        getrlimit(RLIMIT_NOFILE, &rl);
+        rl.rlim_cur = (rlim_t)room_for(3);
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) _exit(2);
+        if (write(pp[1], &port, sizeof port) != (ssize_t)sizeof port) _exit(3);
+        char b;
+        while (read(cp[0], &b, 1) < 0 && errno == EINTR) {
+        }
+        vkt__store_tcp_stop(srv);
+        _exit(0);
+    }
+    close(pp[1]);
+    close(cp[0]);
+    assert_int_equal(read(pp[0], &port, sizeof port), (ssize_t)sizeof port);
+    close(pp[0]);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    for (int i = 0; i < 8; i++) /* complete in the listen backlog */
+        assert_int_equal(vkt__net_connect("127.0.0.1", port, vkt__now() + 2, "store", &held[i]),
+                         VKT_OK);
+    vkt__sleep_ms(2000);
+    for (int i = 0; i < 8; i++) vkt__close(held[i]);
+    double t0 = vkt__now();
+    vkt__store *s = connect_store(addr, TEST_SECRET, 0, NULL);
+    double t_join = vkt__now() - t0;
+    vkt_status set = s ? vkt__store_set(s, "k", "v", 1) : VKT_ERR_REMOTE;
+    vkt__store_close(s);
+    close(cp[1]);
+    int wst = 0;
+    struct rusage ru;
+    assert_int_equal(wait4(pid, &wst, 0, &ru), pid);
+    double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+                 ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) * 1e-6;
+    ssize_t n = pread(log_fd, text, sizeof text - 1, 0);
+    text[n > 0 ? n : 0] = '\0';
+    close(log_fd);
+    unlink(path);
+    fprintf(stderr, "out of fds: the server used %.3f s of CPU; a rank joined %.2f s after "
+            "the connections closed; its log:\n%s", cpu, t_join, text);
+    assert_true(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+    assert_int_equal(set, VKT_OK);
+    assert_int_equal(count_in(text, "out of file descriptors"), 1);
+    assert_true(cpu < 0.5); /* a spinning acceptor burns a core for the 2 s */
+}
+
+/* ------------------------------------------------ a store that misbehaves -- */
+
+enum { FAKE_OTHER_PROTOCOL, FAKE_LATE_REPLY };
+
+/* A one-connection fake store in a child: it sends a nonce and reads the
+ * hello, then either answers 2 ("another protocol") and closes, or accepts,
+ * reads one request and answers it only after stall_ms (as a stalled server
+ * would). The child exits 3 when a second request arrives on the
+ * connection, 0 otherwise. */
+static pid_t fake_store(int mode, int stall_ms, int *port)
+{
+    int lfd = -1;
+    assert_int_equal(vkt__net_listen("127.0.0.1", 0, &lfd, port), VKT_OK);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid != 0) {
+        vkt__close(lfd);
+        return pid;
+    }
+    alarm(60);
+    int fd = accept(lfd, NULL, NULL);
+    unsigned char nonce[VKT_AUTH_NONCE_BYTES] = {0}, hello[8 + VKT_AUTH_MAC_BYTES], ok;
+    double dl = vkt__now() + 10;
+    if (fd < 0 || vkt__net_write_all(fd, nonce, sizeof nonce, dl, "f") ||
+        vkt__net_read_all(fd, hello, sizeof hello, dl, "f"))
+        _exit(1);
+    ok = mode == FAKE_OTHER_PROTOCOL ? 2 : 1;
+    if (vkt__net_write_all(fd, &ok, 1, dl, "f")) _exit(1);
+    if (mode == FAKE_OTHER_PROTOCOL) _exit(0);
+    uint32_t head[4];
+    char key[64];
+    if (vkt__net_read_all(fd, head, sizeof head, dl, "f") || head[1] >= sizeof key ||
+        vkt__net_read_all(fd, key, head[1], dl, "f"))
+        _exit(1);
+    vkt__sleep_ms(stall_ms);
+    uint64_t resp[2] = {0, 42}; /* status ok, value 42 */
+    (void)vkt__net_write_all(fd, resp, sizeof resp, dl, "f");
+    char b;
+    _exit(vkt__net_read_all(fd, &b, 1, dl, "f") == VKT_OK ? 3 : 0);
+}
+
+static int fake_exit(pid_t pid)
+{
+    int wst = 0;
+    assert_int_equal(waitpid(pid, &wst, 0), pid);
+    return WIFEXITED(wst) ? WEXITSTATUS(wst) : 100;
+}
+
+/* A request that times out loses the connection: the late reply is never
+ * read as the answer to the next request, which fails at once, naming the
+ * earlier error. */
+static void test_tcp_store_timeout_loses_connection(void **state)
+{
+    (void)state;
+    int port = 0;
+    pid_t pid = fake_store(FAKE_LATE_REPLY, 800, &port);
+    vkt__auth auth;
+    vkt__store *s = NULL;
+    assert_int_equal(vkt__auth_init(&auth, TEST_SECRET, 0), VKT_OK);
+    assert_int_equal(vkt__store_tcp_connect("127.0.0.1", port, &auth, 0.3, &s), VKT_OK);
+    int64_t v = 0;
+    assert_int_equal(vkt__store_add(s, "ctr", 1, &v), VKT_ERR_TIMEOUT);
+    vkt__sleep_ms(1200); /* the reply to the first request is here by now */
+    char want[128];
+    snprintf(want, sizeof want, "store connection to 127.0.0.1:%d lost after an earlier error "
+             "(", port);
+    double t0 = vkt__now();
+    assert_int_equal(vkt__store_add(s, "ctr", 1, &v), VKT_ERR_TIMEOUT);
+    assert_true(vkt__now() - t0 < 0.1); /* at once */
+    assert_int_not_equal(v, 42);
+    if (!strstr(vkt_last_error(), want)) fail_msg("message: %s", vkt_last_error());
+    char buf[8];
+    size_t len;
+    int found;
+    assert_int_equal(s->ops->try_get(s, "ctr", buf, sizeof buf, &len, &found), VKT_ERR_TIMEOUT);
+    assert_non_null(strstr(vkt_last_error(), want));
+    vkt__store_close(s);
+    assert_int_equal(fake_exit(pid), 0); /* nothing more was sent on it */
+}
+
+/* A hello with another header (another vktrain version) gets answer 2, and
+ * a client that gets 2 says "another protocol", not "wrong secret". */
+static void test_tcp_store_other_protocol(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/vkt-store-log-XXXXXX", text[4096];
+    int log_fd, saved = log_begin(&log_fd, path), port = 0, fd = -1;
+    vkt__auth auth;
+    vkt__store_server *srv = NULL;
+    assert_int_equal(vkt__auth_init(&auth, TEST_SECRET, 0), VKT_OK);
+    vkt_status st = vkt__store_tcp_serve("127.0.0.1", 0, &auth, &srv, &port);
+    unsigned char nonce[VKT_AUTH_NONCE_BYTES], answer = 0xff, rest = 0;
+    uint32_t hello[2 + VKT_AUTH_MAC_BYTES / 4] = {VKT_STORE_HELLO_MAGIC + 1, VKT_AUTH_MAC_BYTES};
+    double dl = vkt__now() + 5;
+    vkt_status rd = VKT_ERR_INTERNAL, eof = VKT_OK;
+    if (st == VKT_OK &&
+        vkt__net_connect("127.0.0.1", port, dl, "store", &fd) == VKT_OK &&
+        vkt__net_read_all(fd, nonce, sizeof nonce, dl, "s") == VKT_OK) {
+        vkt__auth_mac(&auth, nonce, sizeof nonce, (unsigned char *)&hello[2]);
+        if (vkt__net_write_all(fd, hello, sizeof hello, dl, "s") == VKT_OK)
+            rd = vkt__net_read_all(fd, &answer, 1, dl, "s");
+        eof = vkt__net_read_all(fd, &rest, 1, dl, "s");
+    }
+    vkt__close(fd);
+    vkt__store_tcp_stop(srv);
+    log_end(log_fd, saved, path, text, sizeof text);
+    assert_int_equal(st, VKT_OK);
+    assert_int_equal(rd, VKT_OK);
+    assert_int_equal(answer, 2);
+    assert_int_equal(eof, VKT_ERR_REMOTE); /* then it closed */
+    assert_non_null(strstr(text, "not a vktrain store client"));
+    /* The client's side, against a store that answers 2. */
+    pid_t pid = fake_store(FAKE_OTHER_PROTOCOL, 0, &port);
+    vkt__store *s = NULL;
+    assert_int_equal(vkt__store_tcp_connect("127.0.0.1", port, &auth, 5, &s), VKT_ERR_REMOTE);
+    assert_null(s);
+    char want[200];
+    snprintf(want, sizeof want, "the store at 127.0.0.1:%d speaks another protocol (another "
+             "vktrain version?); run the same vktrain build on every rank", port);
+    if (!strstr(vkt_last_error(), want)) fail_msg("message: %s", vkt_last_error());
+    assert_null(strstr(vkt_last_error(), "secret"));
+    assert_int_equal(fake_exit(pid), 0);
 }
 
 static void test_file_store(void **state)
@@ -407,6 +707,10 @@ int main(void)
         cmocka_unit_test(test_tcp_store),
         cmocka_unit_test(test_tcp_store_refuses_wrong_secret),
         cmocka_unit_test(test_tcp_store_tells_garbage_from_wrong_secret),
+        cmocka_unit_test(test_tcp_store_reaps_finished_connections),
+        cmocka_unit_test(test_tcp_store_out_of_fds),
+        cmocka_unit_test(test_tcp_store_timeout_loses_connection),
+        cmocka_unit_test(test_tcp_store_other_protocol),
         cmocka_unit_test(test_store_request_decode),
         cmocka_unit_test(test_tcp_store_refuses_nul_key),
         cmocka_unit_test(test_file_store),
