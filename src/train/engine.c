@@ -94,7 +94,7 @@ static vkt_status check_model(vkt_engine *e)
 
 /* Whether every rank has the same key (compared by its XXH64): one
  * all-reduce of {h, -h} with max gives the largest and the smallest hash. */
-static vkt_status ranks_agree(vkt_engine *e, const void *key, size_t n, bool *same)
+vkt_status vkt__engine_ranks_agree(vkt_engine *e, const void *key, size_t n, bool *same)
 {
     int64_t h = (int64_t)(XXH64(key, n, 0) >> 1), v[2] = {h, -h};
     VKT_CHECK(vkt_comm_allreduce(e->comm, v, v, 2, VKT_DTYPE_I64, VKT_REDOP_MAX));
@@ -113,7 +113,7 @@ static vkt_status check_agreement(vkt_engine *e)
                             e->cfg->train_batch_size, e->cfg->gradient_accumulation_steps,
                             e->cfg->zero.reduce_bucket_size}; /* the buckets follow from these */
     bool same;
-    VKT_CHECK(ranks_agree(e, key, sizeof key, &same));
+    VKT_CHECK(vkt__engine_ranks_agree(e, key, sizeof key, &same));
     VKT_FAIL_IF(!same, VKT_ERR_INVALID_ARG,
                 "engine: the ranks disagree on the model or the config (parameter layout, "
                 "dtype, zero_optimization.stage, reduce_bucket_size or the batch sizes); every "
@@ -147,7 +147,7 @@ static vkt_status check_devices(vkt_engine *e)
     snprintf(kind, sizeof kind, "%s|%s|%s|%u", c->name, c->driver_name, c->driver_info,
              c->vendor_id);
     bool same;
-    VKT_CHECK(ranks_agree(e, kind, strlen(kind), &same));
+    VKT_CHECK(vkt__engine_ranks_agree(e, kind, strlen(kind), &same));
     e->mixed_devices = !same;
     if (e->mixed_devices && e->stage == 0) {
         e->stage = 1;
@@ -436,10 +436,9 @@ vkt_status vkt_engine_get_params(vkt_engine *e, float *out)
     float *pad = vkt_calloc(m->padded, sizeof *pad), *mine = vkt_malloc(m->shard_len * 4);
     vkt_status st = pad && mine ? VKT_OK : VKT_ERROR(VKT_ERR_NOMEM, "engine: out of host memory");
     if (st == VKT_OK) st = vkt_buffer_download(m->master, 0, mine, m->shard_len * 4);
-    for (uint32_t b = 0; b < e->nbuckets && st == VKT_OK; b++)
-        st = vkt_comm_allgather(e->comm, mine + m->pieces[b].local,
-                                pad + vkt__engine_bucket_lo(e, b), vkt__engine_part(e, b),
-                                VKT_DTYPE_F32);
+    for (uint32_t k = 0; k < m->npieces && st == VKT_OK; k++) /* this rank's parts in place */
+        memcpy(pad + m->pieces[k].flat, mine + m->pieces[k].local, m->pieces[k].count * 4);
+    if (st == VKT_OK) st = vkt__engine_gather_host(e, pad, VKT_DTYPE_F32);
     if (st == VKT_OK) vkt__nn_dense_padded(m, out, pad, true);
     vkt_free(pad);
     vkt_free(mine);

@@ -89,6 +89,12 @@ vkt_status vkt__engine_backward_sync(vkt_engine *e);
 /* Wait for the reduction; the gradients are then final (sum over ranks;
  * under stage 2 only this rank's shard). */
 vkt_status vkt__engine_finish_sync(vkt_engine *e);
+/* engine.c: collective; whether every rank has the same key (n bytes). */
+vkt_status vkt__engine_ranks_agree(vkt_engine *e, const void *key, size_t n, bool *same);
+/* engine_sync.c: all-gather every rank's part of each bucket in place in
+ * host memory p (the flat layout, elements of dtype t), bucket by bucket,
+ * all posted before the first wait. */
+vkt_status vkt__engine_gather_host(vkt_engine *e, void *p, vkt_dtype t);
 /* Seconds on a monotonic clock. */
 double vkt__engine_now(void);
 /* Wait until the engine's timeline reaches v (its GPU work up to there is

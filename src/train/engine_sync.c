@@ -24,7 +24,6 @@
 #include <math.h>
 #include <string.h>
 #include <time.h>
-#include <xxhash.h>
 
 #include "train/engine_int.h"
 
@@ -99,12 +98,11 @@ vkt_status vkt__engine_partition(vkt_engine *e)
     vkt_free(first);
     vkt_free(pieces);
     VKT_CHECK(st);
-    /* the same cut on every rank, or the collectives would pair unrelated data */
-    uint64_t key[2] = {XXH64(e->bucket_ends, n * sizeof *e->bucket_ends, 0), m->padded};
-    int64_t v[2] = {(int64_t)(XXH64(key, sizeof key, 1) >> 1), 0};
-    v[1] = -v[0];
-    VKT_CHECK(vkt_comm_allreduce(e->comm, v, v, 2, VKT_DTYPE_I64, VKT_REDOP_MAX));
-    VKT_FAIL_IF(v[0] != -v[1], VKT_ERR_INTERNAL,
+    /* the same cut on every rank, or the collectives would pair unrelated data
+     * (the last bucket end is the padded size) */
+    bool same;
+    VKT_CHECK(vkt__engine_ranks_agree(e, e->bucket_ends, n * sizeof *e->bucket_ends, &same));
+    VKT_FAIL_IF(!same, VKT_ERR_INTERNAL,
                 "engine: the ranks laid the parameters out differently for ZeRO (%u buckets, "
                 "%llu elements on rank %d); every rank must build the same model",
                 n, (unsigned long long)m->padded, e->rank);
@@ -457,6 +455,25 @@ vkt_status vkt__engine_finish_sync(vkt_engine *e)
     return VKT_OK;
 }
 
+vkt_status vkt__engine_gather_host(vkt_engine *e, void *p, vkt_dtype t)
+{
+    size_t es = vkt_dtype_size(t);
+    vkt_status st = VKT_OK;
+    for (uint32_t b = 0; b < e->nbuckets && st == VKT_OK; b++) {
+        char *lo = (char *)p + vkt__engine_bucket_lo(e, b) * es;
+        uint64_t part = vkt__engine_part(e, b);
+        st = vkt_comm_allgather_async(e->comm, lo + (uint64_t)e->rank * part * es, lo, part, t,
+                                      &e->reqs[b]);
+    }
+    for (uint32_t b = 0; b < e->nbuckets; b++) {
+        if (!e->reqs[b]) continue;
+        vkt_status w = vkt_comm_wait(e->reqs[b]);
+        e->reqs[b] = NULL;
+        if (st == VKT_OK) st = w;
+    }
+    return st;
+}
+
 vkt_status vkt__engine_gather(vkt_engine *e, vkt_buffer *buf, vkt_dtype t)
 {
     if (!e->partitioned) return VKT_OK;
@@ -473,20 +490,7 @@ vkt_status vkt__engine_gather(vkt_engine *e, vkt_buffer *buf, vkt_dtype t)
         }
         p = stage;
     }
-    /* in place, bucket by bucket, all posted before the first wait */
-    vkt_status st = VKT_OK;
-    for (uint32_t b = 0; b < e->nbuckets && st == VKT_OK; b++) {
-        char *lo = p + vkt__engine_bucket_lo(e, b) * es;
-        uint64_t part = vkt__engine_part(e, b);
-        st = vkt_comm_allgather_async(e->comm, lo + (uint64_t)e->rank * part * es, lo, part, t,
-                                      &e->reqs[b]);
-    }
-    for (uint32_t b = 0; b < e->nbuckets; b++) {
-        if (!e->reqs[b]) continue;
-        vkt_status w = vkt_comm_wait(e->reqs[b]);
-        e->reqs[b] = NULL;
-        if (st == VKT_OK) st = w;
-    }
+    vkt_status st = vkt__engine_gather_host(e, p, t);
     if (st == VKT_OK && stage) st = vkt_buffer_upload(buf, 0, stage, bytes);
     vkt_free(stage);
     return st == VKT_OK ? VKT_OK : vkt__error_context(st, "engine: parameter all-gather");
